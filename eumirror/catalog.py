@@ -1,0 +1,155 @@
+"""The eustore catalog document: strict parse, images kept verbatim, serialise.
+
+Pure: bytes in, plain data out. A malformed document raises CatalogError (that upstream fails); a
+malformed image becomes a BadImage (that image fails) and the rest of the catalog goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import CatalogError
+from .names import is_valid_name
+
+CATALOG_VERSION = "eustore-catalog-2011-12-29"
+UTF8_BOM = b"\xef\xbb\xbf"
+
+
+@dataclass(frozen=True)
+class Image:
+    """A well-formed image entry; `fields` is the upstream object exactly as parsed."""
+
+    index: int
+    fields: Mapping[str, Any]
+    name: str
+    url: str
+
+
+@dataclass(frozen=True)
+class BadImage:
+    index: int
+    reason: str
+    fields: Any
+
+
+@dataclass(frozen=True)
+class Catalog:
+    top: Mapping[str, Any]
+    """Every top-level key in document order, `images` included (as parsed)."""
+    images: tuple[Image, ...]
+    bad: tuple[BadImage, ...]
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise ValueError(f"duplicate key {key!r}")
+        obj[key] = value
+    return obj
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:20]!r} is out of range")
+    return value
+
+
+def _no_constant(text: str) -> Any:
+    raise ValueError(f"{text} is not valid JSON")
+
+
+def loads_strict(data: bytes, *, what: str = "catalog") -> Any:
+    """Decode UTF-8 JSON, refusing what Python's json would quietly accept."""
+    if data.startswith(UTF8_BOM):
+        raise CatalogError(f"{what} starts with a UTF-8 byte order mark")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CatalogError(f"{what} is not UTF-8 (byte {exc.start})") from None
+    try:
+        return json.loads(
+            text,
+            object_pairs_hook=_unique_keys,
+            parse_constant=_no_constant,
+            parse_float=_finite_float,
+        )
+    except RecursionError:
+        raise CatalogError(f"{what} is nested too deeply") from None
+    except ValueError as exc:
+        raise CatalogError(f"{what} is not valid JSON: {exc}") from None
+
+
+def parse_catalog(
+    data: bytes, *, max_bytes: int | None = None, strict_names: bool = True
+) -> Catalog:
+    """Parse a catalog document; with `strict_names=False` names may be missing (the publisher)."""
+    if max_bytes is not None and len(data) > max_bytes:
+        raise CatalogError(f"catalog is larger than {max_bytes} bytes")
+    doc = loads_strict(data)
+    if not isinstance(doc, dict):
+        raise CatalogError("catalog is not a JSON object")
+    if not isinstance(doc.get("version"), str):
+        raise CatalogError('catalog has no string "version"')
+    raw_images = doc.get("images")
+    if not isinstance(raw_images, list):
+        raise CatalogError('catalog has no "images" list')
+    images: list[Image] = []
+    bad: list[BadImage] = []
+    for index, raw in enumerate(raw_images):
+        reason = image_problem(raw, strict_names=strict_names)
+        if reason:
+            bad.append(BadImage(index, reason, raw))
+        else:
+            name = raw.get("name")
+            images.append(Image(index, raw, name if isinstance(name, str) else "", raw["url"]))
+    return Catalog(top=doc, images=tuple(images), bad=tuple(bad))
+
+
+def image_problem(raw: Any, *, strict_names: bool = True) -> str:
+    """Why an image entry is malformed, or "" when it is fine."""
+    if not isinstance(raw, dict):
+        return "image entry is not a JSON object"
+    url = raw.get("url")
+    if not isinstance(url, str) or not url:
+        return 'image has no non-empty string "url"'
+    if strict_names and not is_valid_name(raw.get("name")):
+        return f'image "name" {_show(raw.get("name"))} is not ten ASCII digits up to 4294967295'
+    return ""
+
+
+def _show(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=True)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def dump_catalog(top: Mapping[str, Any], images: Iterable[Mapping[str, Any]]) -> bytes:
+    """Serialise with the top-level keys in their order and one image per line.
+
+    One `json.dumps` per image keeps the C encoder (indent= would fall back to pure Python) while
+    leaving the document readable and diff-friendly.
+    """
+    parts: list[str] = ["{"]
+    keys: Sequence[str] = list(top.keys()) if "images" in top else [*top.keys(), "images"]
+    for position, key in enumerate(keys):
+        comma = "," if position < len(keys) - 1 else ""
+        if key == "images":
+            rows = [json.dumps(image, ensure_ascii=False) for image in images]
+            if rows:
+                parts.append(' "images": [')
+                parts.append(",\n".join("  " + row for row in rows))
+                parts.append(" ]" + comma)
+            else:
+                parts.append(' "images": []' + comma)
+        else:
+            parts.append(
+                f" {json.dumps(key, ensure_ascii=False)}: "
+                f"{json.dumps(top[key], ensure_ascii=False)}{comma}"
+            )
+    parts.append("}\n")
+    return "\n".join(parts).encode("utf-8")

@@ -1,0 +1,334 @@
+"""The TOML configuration: strict parse into frozen dataclasses.
+
+Every error names the key and the file. Only `load_config` touches the filesystem.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from .errors import ConfigError
+from .policy import Source
+
+DEFAULT_PATH = Path("/etc/eumirror/eumirror.toml")
+UPSTREAM_NAME = re.compile(r"[a-z0-9][a-z0-9._-]*\Z")
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*(B|KiB|MiB|GiB|TiB)\Z")
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\Z")
+_SIZE_UNITS = {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40}
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+@dataclass(frozen=True)
+class Limits:
+    catalog_max_bytes: int = 64 << 20
+    connect_timeout: float = 15.0
+    low_speed_limit: int = 1 << 10
+    low_speed_time: float = 30.0
+    retries: int = 3
+    max_shrink: float = 0.5
+    free_space_reserve: int = 256 << 20
+
+
+@dataclass(frozen=True)
+class Schedule:
+    interval: float | None = 6 * 3600.0
+    cron: str | None = None
+    jitter: float = 0.0
+
+
+@dataclass(frozen=True)
+class StatusListen:
+    host: str = "127.0.0.1"
+    port: int = 9105
+
+
+@dataclass(frozen=True)
+class Upstream:
+    name: str
+    source: Source
+    allow_hosts: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    root: Path
+    public_url: str = ""
+    concurrency: int = 4
+    keep_removed: float = 3600.0
+    schedule: Schedule = field(default_factory=Schedule)
+    status: StatusListen = field(default_factory=StatusListen)
+    limits: Limits = field(default_factory=Limits)
+    upstreams: tuple[Upstream, ...] = ()
+
+
+def config_path(explicit: str | None) -> Path:
+    """--config, else $EUMIRROR_CONFIG, else the system default."""
+    chosen = explicit or os.environ.get("EUMIRROR_CONFIG") or str(DEFAULT_PATH)
+    return Path(chosen)
+
+
+def load_config(path: Path) -> Config:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path}: configuration file not found",
+            hint="pass --config PATH or set EUMIRROR_CONFIG",
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the configuration: {exc.strerror}") from None
+    return parse_config(data, path=Path(os.path.abspath(path)))
+
+
+def parse_config(data: bytes, *, path: Path) -> Config:
+    try:
+        doc = tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: the configuration is not UTF-8") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    return _Reader(path).config(doc)
+
+
+T = TypeVar("T")
+
+
+class _Reader:
+    """Walks the TOML document; every complaint carries `file: key`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.base = path.parent
+
+    def fail(self, key: str, problem: str) -> ConfigError:
+        return ConfigError(f"{self.path}: {key}: {problem}")
+
+    def table(self, doc: Mapping[str, Any], key: str, allowed: set[str]) -> Mapping[str, Any]:
+        value = doc.get(key, {})
+        if not isinstance(value, dict):
+            raise self.fail(key, "must be a table")
+        self.only(value, allowed, key)
+        return value
+
+    def only(self, table: Mapping[str, Any], allowed: set[str], where: str) -> None:
+        for key in table:
+            if key not in allowed:
+                name = f"{where}.{key}" if where else key
+                raise self.fail(name, "unknown key" if where else "unknown section")
+
+    def get(
+        self,
+        table: Mapping[str, Any],
+        where: str,
+        key: str,
+        kind: type[T],
+        default: T,
+        convert: Callable[[Any], T] | None = None,
+    ) -> T:
+        if key not in table:
+            return default
+        value = table[key]
+        name = f"{where}.{key}"
+        if convert is not None:
+            try:
+                return convert(value)
+            except ValueError as exc:
+                raise self.fail(name, str(exc)) from None
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise self.fail(name, f"must be {kind.__name__}, not {type(value).__name__}")
+        return value
+
+    def config(self, doc: Mapping[str, Any]) -> Config:
+        self.only(doc, {"mirror", "schedule", "status", "limits", "upstream"}, "")
+        mirror = self.table(doc, "mirror", {"root", "public_url", "concurrency", "keep_removed"})
+        if "root" not in mirror:
+            raise self.fail("mirror.root", "required: the folder eumirror writes to")
+        root_text = self.get(mirror, "mirror", "root", str, "")
+        if not root_text:
+            raise self.fail("mirror.root", "must not be empty")
+        public_url = self.get(mirror, "mirror", "public_url", str, "", _public_url)
+        concurrency = self.get(mirror, "mirror", "concurrency", int, 4)
+        if not 1 <= concurrency <= 64:
+            raise self.fail("mirror.concurrency", "must be between 1 and 64")
+        keep_removed = self.get(mirror, "mirror", "keep_removed", float, 3600.0, parse_duration)
+        return Config(
+            path=self.path,
+            root=Path(os.path.normpath(self.base / Path(root_text).expanduser())),
+            public_url=public_url,
+            concurrency=concurrency,
+            keep_removed=keep_removed,
+            schedule=self.schedule(doc),
+            status=self.status(doc),
+            limits=self.limits(doc),
+            upstreams=self.upstreams(doc),
+        )
+
+    def schedule(self, doc: Mapping[str, Any]) -> Schedule:
+        table = self.table(doc, "schedule", {"interval", "cron", "jitter"})
+        if "interval" in table and "cron" in table:
+            raise self.fail("schedule.cron", "set interval or cron, not both")
+        interval = self.get(table, "schedule", "interval", float, 6 * 3600.0, parse_duration)
+        if interval <= 0:
+            raise self.fail("schedule.interval", "must be longer than zero")
+        cron = self.get(table, "schedule", "cron", str, "", _cron) or None
+        jitter = self.get(table, "schedule", "jitter", float, 0.0, parse_duration)
+        return Schedule(interval=None if cron else interval, cron=cron, jitter=jitter)
+
+    def status(self, doc: Mapping[str, Any]) -> StatusListen:
+        table = self.table(doc, "status", {"listen"})
+        host, port = self.get(table, "status", "listen", tuple, ("127.0.0.1", 9105), parse_listen)
+        return StatusListen(host=host, port=port)
+
+    def limits(self, doc: Mapping[str, Any]) -> Limits:
+        keys = {
+            "catalog_max_bytes",
+            "connect_timeout",
+            "low_speed_limit",
+            "low_speed_time",
+            "retries",
+            "max_shrink",
+            "free_space_reserve",
+        }
+        t = self.table(doc, "limits", keys)
+        d = Limits()
+        retries = self.get(t, "limits", "retries", int, d.retries)
+        if not 0 <= retries <= 20:
+            raise self.fail("limits.retries", "must be between 0 and 20")
+        max_shrink = self.get(t, "limits", "max_shrink", float, d.max_shrink)
+        if not 0.0 <= max_shrink <= 1.0:
+            raise self.fail("limits.max_shrink", "must be between 0.0 and 1.0")
+        limits = Limits(
+            catalog_max_bytes=self.get(
+                t, "limits", "catalog_max_bytes", int, d.catalog_max_bytes, parse_size
+            ),
+            connect_timeout=self.get(
+                t, "limits", "connect_timeout", float, d.connect_timeout, parse_duration
+            ),
+            low_speed_limit=self.get(
+                t, "limits", "low_speed_limit", int, d.low_speed_limit, parse_size
+            ),
+            low_speed_time=self.get(
+                t, "limits", "low_speed_time", float, d.low_speed_time, parse_duration
+            ),
+            retries=retries,
+            max_shrink=max_shrink,
+            free_space_reserve=self.get(
+                t, "limits", "free_space_reserve", int, d.free_space_reserve, parse_size
+            ),
+        )
+        for key in ("catalog_max_bytes", "connect_timeout", "low_speed_time"):
+            if getattr(limits, key) <= 0:
+                raise self.fail(f"limits.{key}", "must be more than zero")
+        return limits
+
+    def upstreams(self, doc: Mapping[str, Any]) -> tuple[Upstream, ...]:
+        raw = doc.get("upstream", [])
+        if not isinstance(raw, list):
+            raise self.fail("upstream", "must be an array of tables: [[upstream]]")
+        upstreams: list[Upstream] = []
+        for position, table in enumerate(raw):
+            where = f"upstream[{position}]"
+            if not isinstance(table, dict):
+                raise self.fail(where, "must be a table")
+            self.only(table, {"name", "catalog", "allow_hosts"}, where)
+            for key in ("name", "catalog"):
+                if key not in table:
+                    raise self.fail(f"{where}.{key}", "required")
+            name = self.get(table, where, "name", str, "")
+            if not UPSTREAM_NAME.match(name):
+                raise self.fail(f"{where}.name", f"{name!r} must match [a-z0-9][a-z0-9._-]*")
+            if any(u.name == name for u in upstreams):
+                raise self.fail(f"{where}.name", f"duplicate upstream {name!r}")
+            catalog = self.get(table, where, "catalog", str, "")
+            try:
+                source = self.source(catalog)
+            except ValueError as exc:
+                raise self.fail(f"{where}.catalog", str(exc)) from None
+            hosts = self.get(table, where, "allow_hosts", list, [])
+            if not all(isinstance(h, str) and h for h in hosts):
+                raise self.fail(f"{where}.allow_hosts", "must be a list of host names")
+            upstreams.append(Upstream(name, source, frozenset(h.lower() for h in hosts)))
+        return tuple(upstreams)
+
+    def source(self, catalog: str) -> Source:
+        if not catalog:
+            raise ValueError("must not be empty")
+        parts = urlsplit(catalog)
+        scheme = parts.scheme.lower()
+        if scheme in ("http", "https"):
+            if not parts.hostname:
+                raise ValueError(f"{catalog!r} has no host")
+            return Source(catalog)
+        if scheme == "file":
+            if parts.netloc not in ("", "localhost"):
+                raise ValueError(f"{catalog!r}: a file url must be local")
+            return Source(catalog)
+        if scheme and len(scheme) > 1:
+            raise ValueError(f"{catalog!r}: use http://, https://, file:// or a plain path")
+        return Source(Path(os.path.normpath(self.base / Path(catalog).expanduser())).as_uri())
+
+
+def parse_size(value: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 0:
+            raise ValueError("must not be negative")
+        return value
+    if not isinstance(value, str) or not (m := _SIZE.match(value.strip())):
+        raise ValueError(f'{value!r} is not a size such as "64MiB" (units B, KiB, MiB, GiB)')
+    return int(float(m.group(1)) * _SIZE_UNITS[m.group(2)])
+
+
+def parse_duration(value: Any) -> float:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if value < 0:
+            raise ValueError("must not be negative")
+        return float(value)
+    if not isinstance(value, str) or not (m := _DURATION.match(value.strip())):
+        raise ValueError(f'{value!r} is not a duration such as "90s", "15m", "6h", "1d"')
+    return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+
+
+def parse_listen(value: Any) -> tuple[str, int]:
+    if not isinstance(value, str):
+        raise ValueError('must be a string such as "127.0.0.1:9105" or "[::1]:9105"')
+    m = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d{1,5})|([^:\[\]]+):(\d{1,5})", value.strip())
+    if not m:
+        raise ValueError(f'{value!r} is not HOST:PORT ("127.0.0.1:9105", "[::1]:9105")')
+    host = m.group(1) or m.group(3)
+    port = int(m.group(2) or m.group(4))
+    if port > 65535:
+        raise ValueError(f"port {port} is above 65535")
+    return host, port
+
+
+def _public_url(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("must be a string")
+    if not value:
+        return ""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"{value!r} must be an absolute http(s) url")
+    return value if value.endswith("/") else value + "/"
+
+
+def _cron(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError('must be a string such as "17 */6 * * *"')
+    from apscheduler.triggers.cron import CronTrigger
+
+    try:
+        CronTrigger.from_crontab(value)
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not a crontab expression: {exc}") from None
+    return value

@@ -1,0 +1,70 @@
+"""Typed errors that carry one line an operator can act on, and the contract's exit codes."""
+
+from __future__ import annotations
+
+import enum
+
+
+class ExitCode(enum.IntEnum):
+    OK = 0
+    FAILED = 1
+    USAGE = 2
+    LOCKED = 3
+
+
+class EumirrorError(Exception):
+    """An expected failure: its message is the one line shown to the operator."""
+
+    exit_code = ExitCode.FAILED
+
+    def __init__(self, message: str, *, hint: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def line(self) -> str:
+        return f"{self.message}: {self.hint}" if self.hint else self.message
+
+
+class ConfigError(EumirrorError):
+    """The configuration is invalid; names the key and the file."""
+
+    exit_code = ExitCode.USAGE
+
+
+class LockHeld(EumirrorError):
+    """Another eumirror process holds the mirror's lock."""
+
+    exit_code = ExitCode.LOCKED
+
+
+class CatalogError(EumirrorError):
+    """An upstream catalog is malformed: that upstream fails, the published one stays."""
+
+
+class ImageError(EumirrorError):
+    """One image entry cannot be mirrored: that image fails, the rest go on."""
+
+
+class FetchError(EumirrorError):
+    """A transfer failed; `transient` failures are worth another attempt."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        transient: bool = False,
+        retry_after: float | None = None,
+        hint: str = "",
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.transient = transient
+        self.retry_after = retry_after
+
+
+class VerifyError(EumirrorError):
+    """Downloaded bytes do not match the name the catalog promised."""
+
+
+class StorageError(EumirrorError):
+    """The mirror's disk refused: no space, permission, read-only, I/O error."""

@@ -1,0 +1,431 @@
+"""The one HTTP seam: limits, redirects, retries, address rules, and streaming into a sink.
+
+Every transfer goes through `Fetcher`, so no caller can forget the catalog size cap, the low-speed
+abort, the redirect rules or the address filter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import random
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import unquote, urljoin, urlsplit
+
+import aiofiles
+import aiofiles.os
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import DefaultResolver
+
+from . import __version__
+from .config import Limits
+from .errors import CatalogError, FetchError
+from .names import CHUNK
+from .policy import HTTP_SCHEMES, Source, is_public_address, redact
+
+MAX_REDIRECTS = 5
+MAX_RETRY_AFTER = 120.0
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+
+@dataclass(frozen=True)
+class Validators:
+    etag: str | None = None
+    last_modified: str | None = None
+
+    def if_range(self) -> str | None:
+        if self.etag and not self.etag.startswith("W/"):
+            return self.etag
+        return self.last_modified
+
+
+class Sink(Protocol):
+    """Where streamed bytes go; it can say how much it already holds (to resume)."""
+
+    offset: int
+
+    async def write_batch(self, chunks: list[bytes]) -> None: ...
+
+    async def restart(self) -> None: ...
+
+    def expect(self, remaining: int, validators: Validators) -> None:
+        """Called once the response headers are in: may refuse (no space)."""
+
+
+@dataclass(frozen=True)
+class CatalogFetch:
+    body: bytes | None
+    """None when the upstream answered 'not modified'."""
+    etag: str | None
+    last_modified: str | None
+
+
+class PublicOnlyResolver(AbstractResolver):
+    """Resolves names, keeping only public addresses unless the host is trusted.
+
+    Checked when connecting, so a name that re-binds to a private address after a first lookup
+    still cannot reach it.
+    """
+
+    def __init__(self, trusted: frozenset[str]) -> None:
+        self._inner = DefaultResolver()
+        self._trusted = trusted
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        results = await self._inner.resolve(host, port, family)
+        if host.lower().rstrip(".") in self._trusted:
+            return results
+        public = [r for r in results if is_public_address(r["host"])]
+        if not public:
+            raise OSError(
+                f"{host} resolves only to non-public addresses; add it to the "
+                "upstream's allow_hosts to trust it"
+            )
+        return public
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def backoff(attempt: int) -> float:
+    """Exponential backoff with jitter: about 0.5 s, 1 s, 2 s, ... capped at 30 s."""
+    return float(min(30.0, 0.5 * 2**attempt) * random.uniform(0.5, 1.0))
+
+
+class Fetcher:
+    def __init__(
+        self,
+        limits: Limits,
+        *,
+        trusted_hosts: frozenset[str] = frozenset(),
+        on_bytes: Callable[[int], None] | None = None,
+    ) -> None:
+        self.limits = limits
+        self.trusted = frozenset(h.lower() for h in trusted_hosts)
+        self.on_bytes = on_bytes or (lambda n: None)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> Fetcher:
+        connector = aiohttp.TCPConnector(
+            resolver=PublicOnlyResolver(self.trusted),
+            limit=64,
+            ttl_dns_cache=None,
+            use_dns_cache=False,
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            auto_decompress=False,
+            trust_env=True,
+            read_bufsize=CHUNK,
+            timeout=aiohttp.ClientTimeout(
+                total=None,
+                connect=None,
+                sock_connect=self.limits.connect_timeout,
+                sock_read=self.limits.low_speed_time,
+            ),
+            headers={"User-Agent": f"eumirror/{__version__}", "Accept-Encoding": "identity"},
+        )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        assert self._session is not None, "use Fetcher as an async context manager"
+        return self._session
+
+    # -- retries ----------------------------------------------------------------------------
+    async def _with_retries(self, what: str, attempt_once: Callable[[], Awaitable[Any]]) -> Any:
+        attempt = 0
+        while True:
+            try:
+                return await attempt_once()
+            except FetchError as exc:
+                if not exc.transient or attempt >= self.limits.retries:
+                    raise
+                delay = exc.retry_after if exc.retry_after is not None else backoff(attempt)
+                attempt += 1
+                from .log import log
+
+                log.info(
+                    "retry", what=what, attempt=attempt, delay=round(delay, 2), reason=exc.message
+                )
+                await asyncio.sleep(delay)
+
+    # -- requests ---------------------------------------------------------------------------
+    async def _check_host(self, url: str) -> None:
+        """Refuse an unlisted host whose address is not public (literal IPs skip the resolver)."""
+        host = (urlsplit(url).hostname or "").lower().rstrip(".")
+        if host in self.trusted:
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            infos = await loop.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            raise FetchError(f"cannot resolve {host}: {exc}", transient=True) from None
+        if not infos or not all(is_public_address(str(info[4][0])) for info in infos):
+            raise FetchError(
+                f"{redact(url)}: host {host} is not a public address",
+                hint="add it to the upstream's allow_hosts if it is meant",
+            )
+
+    async def _open(self, url: str, headers: dict[str, str]) -> aiohttp.ClientResponse:
+        """GET with our redirect rules: a hop limit, http(s) only, never https to http."""
+        current = url
+        for _hop in range(MAX_REDIRECTS + 1):
+            await self._check_host(current)
+            try:
+                resp = await self.session.get(current, headers=headers, allow_redirects=False)
+            except (
+                aiohttp.ClientConnectionError,
+                aiohttp.ClientPayloadError,
+                TimeoutError,
+                OSError,
+            ) as exc:
+                raise FetchError(f"{redact(current)}: {_describe(exc)}", transient=True) from None
+            except aiohttp.ClientError as exc:
+                raise FetchError(f"{redact(current)}: {_describe(exc)}") from None
+            if resp.status not in REDIRECTS:
+                return resp
+            location = resp.headers.get("Location", "")
+            resp.release()
+            target = urljoin(current, location)
+            scheme = urlsplit(target).scheme.lower()
+            if not location or scheme not in HTTP_SCHEMES:
+                raise FetchError(
+                    f"{redact(current)} redirects to {redact(target)!r}, which is not http(s)"
+                )
+            if urlsplit(current).scheme.lower() == "https" and scheme == "http":
+                raise FetchError(f"{redact(current)} redirects from https to http; refused")
+            current = target
+        raise FetchError(f"{redact(url)}: more than {MAX_REDIRECTS} redirects")
+
+    async def _stream(self, resp: aiohttp.ClientResponse, url: str) -> AsyncIterator[bytes]:
+        """Body chunks with curl's low-speed rule: under N bytes/s for T seconds aborts."""
+        limit, window = self.limits.low_speed_limit, self.limits.low_speed_time
+        started = time.monotonic()
+        seen = 0
+        try:
+            while True:
+                chunk = await resp.content.read(CHUNK)
+                if not chunk:
+                    return
+                seen += len(chunk)
+                self.on_bytes(len(chunk))
+                yield chunk
+                elapsed = time.monotonic() - started
+                if elapsed >= window:
+                    if seen / elapsed < limit:
+                        raise FetchError(
+                            f"{redact(url)}: slower than {limit} bytes/s for {window:g}s; aborted",
+                            transient=True,
+                        )
+                    started, seen = time.monotonic(), 0
+        except (
+            aiohttp.ClientPayloadError,
+            aiohttp.ClientConnectionError,
+            TimeoutError,
+            OSError,
+        ) as exc:
+            raise FetchError(f"{redact(url)}: {_describe(exc)}", transient=True) from None
+
+    # -- catalogs ---------------------------------------------------------------------------
+    async def fetch_catalog(self, source: Source, known: Validators) -> CatalogFetch:
+        if source.is_file:
+            return await self._file_catalog(source, known)
+        result: CatalogFetch = await self._with_retries(
+            redact(source.url), lambda: self._http_catalog(source.url, known)
+        )
+        return result
+
+    async def _http_catalog(self, url: str, known: Validators) -> CatalogFetch:
+        headers: dict[str, str] = {}
+        if known.etag:
+            headers["If-None-Match"] = known.etag
+        if known.last_modified:
+            headers["If-Modified-Since"] = known.last_modified
+        cap = self.limits.catalog_max_bytes
+        resp = await self._open(url, headers)
+        async with resp:
+            if resp.status == 304 and (known.etag or known.last_modified):
+                return CatalogFetch(None, known.etag, known.last_modified)
+            _raise_for_status(resp, url)
+            if resp.content_length is not None and resp.content_length > cap:
+                raise CatalogError(
+                    f"catalog {redact(url)} is {resp.content_length} bytes, "
+                    f"more than catalog_max_bytes ({cap})"
+                )
+            body = bytearray()
+            async for chunk in self._stream(resp, url):
+                body += chunk
+                if len(body) > cap:
+                    raise CatalogError(
+                        f"catalog {redact(url)} is larger than catalog_max_bytes ({cap}); refused"
+                    )
+            _check_length(resp, len(body), url)
+            return CatalogFetch(
+                bytes(body), resp.headers.get("ETag"), resp.headers.get("Last-Modified")
+            )
+
+    async def _file_catalog(self, source: Source, known: Validators) -> CatalogFetch:
+        path = Path(unquote(urlsplit(source.url).path))
+        try:
+            st = await aiofiles.os.stat(path)
+            if st.st_size > self.limits.catalog_max_bytes:
+                raise CatalogError(
+                    f"catalog {path} is {st.st_size} bytes, more than "
+                    f"catalog_max_bytes ({self.limits.catalog_max_bytes})"
+                )
+            tag = f'"{st.st_size}-{st.st_mtime_ns}"'
+            if known.etag == tag:
+                return CatalogFetch(None, tag, None)
+            async with aiofiles.open(path, "rb") as f:
+                body = await f.read(self.limits.catalog_max_bytes + 1)
+        except OSError as exc:
+            raise FetchError(
+                f"cannot read catalog {path}: {exc.strerror}",
+                hint="check the path and that the media is mounted",
+            ) from None
+        if len(body) > self.limits.catalog_max_bytes:
+            raise CatalogError(f"catalog {path} grew past catalog_max_bytes while read")
+        return CatalogFetch(body, tag, None)
+
+    # -- tarballs ---------------------------------------------------------------------------
+    async def download(self, url: str, sink: Sink, known: Validators) -> Validators:
+        """Stream `url` into `sink`, resuming from `sink.offset` when the upstream allows it."""
+        if url.startswith("file:"):
+            await self._file_download(url, sink)
+            return Validators()
+        result: Validators = await self._with_retries(
+            redact(url), lambda: self._http_download(url, sink, known)
+        )
+        return result
+
+    async def _http_download(self, url: str, sink: Sink, known: Validators) -> Validators:
+        headers: dict[str, str] = {}
+        if sink.offset and known.if_range():
+            headers["Range"] = f"bytes={sink.offset}-"
+            headers["If-Range"] = known.if_range() or ""
+        resp = await self._open(url, headers)
+        async with resp:
+            _raise_for_status(resp, url)
+            got = Validators(resp.headers.get("ETag"), resp.headers.get("Last-Modified"))
+            if resp.status == 206:
+                start = _range_start(resp.headers.get("Content-Range", ""))
+                if start != sink.offset:
+                    await sink.restart()
+                    raise FetchError(
+                        f"{redact(url)}: unexpected Content-Range; starting over", transient=True
+                    )
+            elif sink.offset:
+                await sink.restart()
+            sink.expect(resp.content_length or 0, got)
+            received = await _pump(self._stream(resp, url), sink)
+            _check_length(resp, received, url)
+            return got
+
+    async def _file_download(self, url: str, sink: Sink) -> None:
+        path = Path(unquote(urlsplit(url).path))
+        await sink.restart()
+
+        async def chunks() -> AsyncIterator[bytes]:
+            try:
+                async with aiofiles.open(path, "rb") as f:
+                    while chunk := await f.read(CHUNK):
+                        self.on_bytes(len(chunk))
+                        yield chunk
+            except OSError as exc:
+                raise FetchError(f"cannot read {path}: {exc.strerror}") from None
+
+        await _pump(chunks(), sink)
+
+
+async def _pump(chunks: AsyncIterator[bytes], sink: Sink) -> int:
+    """Batch chunks to about 1 MiB and let the sink hash and write one batch while we read on."""
+    pending: asyncio.Future[None] | None = None
+    batch: list[bytes] = []
+    size = total = 0
+    try:
+        async for chunk in chunks:
+            batch.append(chunk)
+            size += len(chunk)
+            total += len(chunk)
+            if size >= CHUNK:
+                if pending is not None:
+                    await pending
+                pending = asyncio.ensure_future(sink.write_batch(batch))
+                batch, size = [], 0
+        if pending is not None:
+            await pending
+            pending = None
+        if batch:
+            await sink.write_batch(batch)
+        return total
+    finally:
+        if pending is not None and not pending.done():
+            await asyncio.wait([pending])
+
+
+def _check_length(resp: aiohttp.ClientResponse, got: int, url: str) -> None:
+    expected = resp.content_length
+    if expected is not None and got < expected:
+        raise FetchError(
+            f"{redact(url)}: body ended after {got} of {expected} bytes", transient=True
+        )
+
+
+def _range_start(content_range: str) -> int:
+    try:
+        unit, _, rest = content_range.partition(" ")
+        return int(rest.split("-", 1)[0]) if unit == "bytes" else -1
+    except ValueError:
+        return -1
+
+
+def _raise_for_status(resp: aiohttp.ClientResponse, url: str) -> None:
+    if resp.status in (200, 206):
+        return
+    where = redact(url)
+    if resp.status == 429 or resp.status >= 500:
+        wait = retry_after_seconds(resp.headers.get("Retry-After"))
+        if wait is not None and wait > MAX_RETRY_AFTER:
+            raise FetchError(
+                f"{where}: HTTP {resp.status}, asked to retry after {wait:.0f}s",
+                hint="the next scheduled sync will try again",
+            )
+        raise FetchError(
+            f"{where}: HTTP {resp.status} {resp.reason or ''}".rstrip(),
+            transient=True,
+            retry_after=wait,
+        )
+    raise FetchError(f"{where}: HTTP {resp.status} {resp.reason or ''}".rstrip())
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0][:200]

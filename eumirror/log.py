@@ -1,0 +1,38 @@
+"""structlog set-up: readable on a terminal, JSON lines otherwise, always on stderr."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any, TextIO
+
+import structlog
+
+log: Any = structlog.get_logger("eumirror")
+LEVELS = ("debug", "info", "warning", "error")
+
+
+def configure(
+    level: str = "info", *, stream: TextIO | None = None, json: bool | None = None
+) -> None:
+    out = stream or sys.stderr
+    as_json = json if json is not None else not out.isatty()
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if as_json
+        else structlog.dev.ConsoleRenderer(colors=out.isatty())
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping()[level.upper()]
+        ),
+        logger_factory=structlog.PrintLoggerFactory(file=out),
+        cache_logger_on_first_use=False,
+    )

@@ -1,0 +1,231 @@
+"""Decide what one sync of one upstream does, and build the catalog it publishes.
+
+Pure: from the upstream catalog, what was published before and what is verified on disk, decide for
+each image whether to reuse, link, download or fail it, and which published images are dropped.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from .catalog import Catalog
+from .errors import EumirrorError
+from .policy import Source, dest_to_url, image_dest, resolve_image_url
+
+
+class Action(enum.StrEnum):
+    REUSE = "reuse"  # verified at the very path it is published at: nothing to do
+    LINK = "link"  # verified elsewhere in the mirror: hard-link it, no request
+    DOWNLOAD = "download"
+    FAIL = "fail"  # malformed or forbidden entry
+
+
+@dataclass(frozen=True)
+class Step:
+    index: int
+    action: Action
+    reason: str
+    fields: Any
+    name: str = ""
+    source_url: str = ""
+    dest: str = ""
+    """Path under the upstream's folder, e.g. images/<name>/<file>."""
+    link_from: str = ""
+    """Root-relative path of the verified copy to link (LINK only)."""
+    previous_url: str = ""
+    """The url published before for the same source url: its entry is kept whole on failure."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    upstream: str
+    top: Mapping[str, Any]
+    steps: tuple[Step, ...]
+    dropped: tuple[str, ...]
+    """Source urls published before and gone upstream now."""
+    published_count: int
+
+    def downloads(self) -> dict[str, Step]:
+        """One download per name: later steps with the same name are links to its result."""
+        return {s.name: s for s in self.steps if s.action is Action.DOWNLOAD}
+
+    def count(self, action: Action) -> int:
+        return sum(1 for s in self.steps if s.action is action)
+
+
+@dataclass
+class Inventory:
+    """Verified tarballs on disk: name -> root-relative paths that hold exactly those bytes."""
+
+    paths: dict[str, list[str]] = field(default_factory=dict)
+
+    def add(self, name: str, path: str) -> None:
+        found = self.paths.setdefault(name, [])
+        if path not in found:
+            found.append(path)
+
+    def find(self, name: str) -> list[str]:
+        return self.paths.get(name, [])
+
+
+def make_plan(
+    *,
+    upstream: str,
+    source: Source,
+    catalog: Catalog,
+    previous: Mapping[str, str],
+    inventory: Inventory,
+) -> Plan:
+    """`previous` maps source urls to the urls published for them last time."""
+    steps: dict[int, Step] = {}
+    seen_urls: set[str] = set()
+    for bad in catalog.bad:
+        source_url = _resolve_quietly(source, bad.fields)
+        seen_urls.add(source_url)
+        steps[bad.index] = Step(
+            bad.index,
+            Action.FAIL,
+            bad.reason,
+            bad.fields,
+            source_url=source_url,
+            previous_url=previous.get(source_url, ""),
+        )
+    claimed: dict[str, tuple[str, int]] = {}  # source url -> (name, index) of its first entry
+    scheduled: dict[str, str] = {}  # name -> root-relative dest of the step that fetches it
+    for image in catalog.images:
+        try:
+            source_url = resolve_image_url(source, image.url)
+        except EumirrorError as exc:
+            steps[image.index] = Step(image.index, Action.FAIL, exc.message, image.fields)
+            continue
+        prior = previous.get(source_url, "")
+        seen_urls.add(source_url)
+        if source_url in claimed and claimed[source_url][0] != image.name:
+            other_name, other_index = claimed[source_url]
+            steps[image.index] = Step(
+                image.index,
+                Action.FAIL,
+                f"url also listed by image #{other_index} with name {other_name}",
+                image.fields,
+                image.name,
+                source_url,
+                previous_url=prior,
+            )
+            continue
+        claimed.setdefault(source_url, (image.name, image.index))
+        dest = image_dest(image.name, source_url)
+        rooted = f"{upstream}/{dest}"
+        have = inventory.find(image.name)
+        base = Step(
+            image.index,
+            Action.DOWNLOAD,
+            "",
+            image.fields,
+            image.name,
+            source_url,
+            dest,
+            previous_url=prior,
+        )
+        if rooted in have:
+            step = replace(base, action=Action.REUSE, reason="verified")
+        elif have:
+            step = replace(
+                base, action=Action.LINK, reason=f"verified at {have[0]}", link_from=have[0]
+            )
+        elif image.name in scheduled:
+            step = replace(
+                base,
+                action=Action.LINK,
+                reason="same name as another image",
+                link_from=scheduled[image.name],
+            )
+        else:
+            scheduled[image.name] = rooted
+            step = replace(base, reason="new name for the same url" if prior else "new image")
+        steps[image.index] = step
+    seen_urls.discard("")
+    dropped = tuple(url for url in previous if url not in seen_urls)
+    return Plan(
+        upstream, catalog.top, tuple(steps[i] for i in sorted(steps)), dropped, len(previous)
+    )
+
+
+def _resolve_quietly(source: Source, fields: Any) -> str:
+    """A malformed entry's source url, when it has a usable one, so it can keep its old entry."""
+    url = fields.get("url") if isinstance(fields, dict) else None
+    if not isinstance(url, str) or not url:
+        return ""
+    try:
+        return resolve_image_url(source, url)
+    except EumirrorError:
+        return ""
+
+
+def shrink_refusal(plan: Plan, max_shrink: float) -> str:
+    """Why publishing this plan would drop too much of what is published ("" if it may go on)."""
+    if plan.published_count == 0 or max_shrink >= 1.0:
+        return ""
+    if not plan.steps:
+        return f"the new catalog is empty; {plan.published_count} images are published"
+    share = len(plan.dropped) / plan.published_count
+    if share > max_shrink:
+        return (
+            f"the new catalog drops {len(plan.dropped)} of {plan.published_count} published "
+            f"images ({share:.0%}, more than max_shrink {max_shrink:.0%})"
+        )
+    return ""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    images: list[Mapping[str, Any]]
+    published: dict[str, list[str]]
+    """Source url -> [url in the new catalog, dest of its file], for the next plan."""
+    referenced: frozenset[str]
+    """Paths under the upstream's folder that the new catalog points to."""
+    failed: tuple[Step, ...]
+
+
+def needs_previous_entries(plan: Plan, verified: Iterable[str]) -> bool:
+    """Whether building the catalog will fall back on entries published before."""
+    ready = set(verified)
+    return any(s.previous_url and s.dest not in ready for s in plan.steps)
+
+
+def build_catalog(
+    plan: Plan,
+    *,
+    verified: Iterable[str],
+    public_base: str,
+    previous_entries: Mapping[str, Mapping[str, Any]],
+    url_to_dest: Mapping[str, str],
+) -> Outcome:
+    """The entries to publish: what verified with its local url, failed ones' previous entries.
+
+    `verified` holds the dests that are now in place; `previous_entries` maps each url of the
+    published catalog to its entry, and `url_to_dest` to its file, so a kept entry keeps its file.
+    """
+    ready = set(verified)
+    images: list[Mapping[str, Any]] = []
+    published: dict[str, list[str]] = {}
+    referenced: set[str] = set()
+    failed: list[Step] = []
+    for step in plan.steps:
+        if step.action is not Action.FAIL and step.dest in ready:
+            url = dest_to_url(step.dest, public_base)
+            images.append({**step.fields, "url": url})
+            published[step.source_url] = [url, step.dest]
+            referenced.add(step.dest)
+            continue
+        failed.append(step)
+        entry = previous_entries.get(step.previous_url) if step.previous_url else None
+        if entry is not None:
+            images.append(entry)
+            kept = url_to_dest.get(step.previous_url, "")
+            published[step.source_url] = [step.previous_url, kept]
+            if kept:
+                referenced.add(kept)
+    return Outcome(images, published, frozenset(referenced), tuple(failed))

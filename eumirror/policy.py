@@ -1,0 +1,150 @@
+"""Rules about urls and paths: resolution, allowed schemes and hosts, safe file names, redaction.
+
+Pure. No local path is ever built from an upstream url except through `safe_file_name`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import posixpath
+import re
+import unicodedata
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from urllib.parse import quote, unquote, urljoin, urlsplit, urlunsplit
+
+from .errors import ImageError
+
+HTTP_SCHEMES = frozenset({"http", "https"})
+_FORBIDDEN_IN_URL = re.compile(r"[\x00-\x20\x7f\\]")
+MAX_FILE_NAME_BYTES = 200
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where an upstream catalog lives: an http(s) url or a local file (as a file:// url)."""
+
+    url: str
+
+    @property
+    def is_file(self) -> bool:
+        return self.url.startswith("file:")
+
+    @property
+    def host(self) -> str:
+        return (urlsplit(self.url).hostname or "").lower()
+
+    def folder(self) -> str:
+        """The local folder of a file catalog: its images must be inside it."""
+        return posixpath.dirname(unquote(urlsplit(self.url).path))
+
+
+def resolve_image_url(source: Source, image_url: str) -> str:
+    """Resolve an image url against its catalog per RFC 3986 and apply the upstream's rules."""
+    if _FORBIDDEN_IN_URL.search(image_url):
+        raise ImageError(
+            f"image url {redact(image_url)!r} contains a space, control character or backslash"
+        )
+    resolved = urljoin(source.url, image_url)
+    parts = urlsplit(resolved)
+    scheme = parts.scheme.lower()
+    if source.is_file:
+        if scheme != "file" or parts.netloc not in ("", "localhost"):
+            raise ImageError(f"image url {redact(image_url)!r} leaves the file catalog's folder")
+        local_image_path(source, resolved)
+        return resolved
+    if scheme not in HTTP_SCHEMES:
+        raise ImageError(f"image url {redact(image_url)!r} is not http(s) in an http(s) catalog")
+    if not parts.hostname:
+        raise ImageError(f"image url {redact(image_url)!r} has no host")
+    if (
+        source.url.lower().startswith("https:")
+        and scheme == "http"
+        and (parts.hostname or "").lower() != source.host
+    ):
+        raise ImageError(
+            f"image url {redact(image_url)!r} downgrades https to http on another host"
+        )
+    return resolved
+
+
+def local_image_path(source: Source, resolved: str) -> str:
+    """The file a file-catalog image url names, refused unless it is inside the catalog's folder.
+
+    The caller still checks the real path (symlinks) when it opens the file.
+    """
+    raw_path = urlsplit(resolved).path
+    decoded = unquote(raw_path, errors="strict")
+    if "\x00" in decoded or "\\" in decoded:
+        raise ImageError(f"image url {resolved!r} encodes a NUL or backslash")
+    path = posixpath.normpath(decoded)
+    folder = posixpath.normpath(source.folder())
+    if posixpath.commonpath([folder, path]) != folder or path == folder:
+        raise ImageError(f"image url {resolved!r} points outside the catalog's folder {folder}")
+    return path
+
+
+def safe_file_name(url: str, *, fallback: str = "image.tgz") -> str:
+    """The last path segment of `url`, percent-decoded, made safe to use as one file name."""
+    segment = urlsplit(url).path.rsplit("/", 1)[-1]
+    name = unquote(segment, errors="replace")
+    name = "".join(
+        "_" if ch in "/\\" or unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Zl", "Zp") else ch
+        for ch in name
+    )
+    if name in ("", ".", ".."):
+        return fallback
+    if name.startswith("."):
+        name = "_" + name[1:]
+    encoded = name.encode("utf-8")
+    if len(encoded) > MAX_FILE_NAME_BYTES:
+        stem, dot, ext = name.rpartition(".")
+        ext = ext if dot and len(ext.encode()) <= 16 else ""
+        keep = MAX_FILE_NAME_BYTES - len(ext.encode()) - 1
+        name = (stem or name).encode()[:keep].decode("utf-8", "ignore") + ("." + ext if ext else "")
+    return name
+
+
+def image_dest(name: str, source_url: str) -> str:
+    """Where a verified tarball lives under its upstream's folder: the name is in the path."""
+    return f"images/{name}/{safe_file_name(source_url)}"
+
+
+def dest_to_url(dest: str, public_base: str) -> str:
+    """The url written into the published catalog for a tarball at `dest` (RFC 3986 encoded)."""
+    encoded = "/".join(quote(part, safe="") for part in PurePosixPath(dest).parts)
+    return public_base + encoded
+
+
+def redact(url: str) -> str:
+    """Hide credentials in an url before it reaches a log, a message or /status."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable url>"
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def is_public_address(address: str) -> bool:
+    """True for globally routable unicast addresses: the only ones an unlisted host may have."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not ip.is_multicast
+
+
+def host_allowed(host: str, trusted: frozenset[str]) -> bool | None:
+    """True if trusted by configuration, None if its addresses decide (checked at connect time)."""
+    host = host.lower().rstrip(".")
+    if host in trusted:
+        return True
+    return None

@@ -1,0 +1,83 @@
+"""`eumirror status`: a human table of each upstream, from the daemon or from the state on disk."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from typing import Any
+
+from .config import Config
+from .errors import ExitCode
+from .progress import human_bytes
+from .store import Mirror
+
+
+def from_daemon(config: Config, timeout: float = 2.0) -> dict[str, Any] | None:
+    host = config.status.host
+    if host in ("0.0.0.0", ""):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    if ":" in host:
+        host = f"[{host}]"
+    url = f"http://{host}:{config.status.port}/status"
+    if config.status.port == 0:
+        return None
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (loopback, ours)
+            doc = json.loads(resp.read())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(doc, dict) or str(doc.get("root")) != str(config.root):
+        return None
+    return doc
+
+
+def from_disk(config: Config) -> dict[str, Any]:
+    mirror = Mirror(config.root)
+    upstreams: dict[str, Any] = {}
+    for up in config.upstreams:
+        meta = mirror.load_state(up.name, "meta") or {}
+        upstreams[up.name] = {
+            "last_run": meta.get("last_run"),
+            "last_success": meta.get("last_success"),
+        }
+    return {"source": "disk", "root": str(config.root), "upstreams": upstreams}
+
+
+def when(ts: Any) -> str:
+    if not isinstance(ts, int | float) or ts <= 0:
+        return "never"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def table(doc: dict[str, Any]) -> str:
+    rows = [("UPSTREAM", "LAST SYNC", "RESULT", "IMAGES", "FAILED", "BYTES", "ERROR")]
+    for name, info in doc.get("upstreams", {}).items():
+        run = info.get("last_run") or {}
+        rows.append(
+            (
+                name,
+                when(run.get("ended")),
+                str(run.get("result", "-")) if run else "-",
+                str(run.get("images", "-")) if run else "-",
+                str(len(run.get("failures", []))) if run else "-",
+                human_bytes(run.get("downloaded_bytes", 0)) if run else "-",
+                str(run.get("error", ""))[:80] if run else "",
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=False)) + "  " + r[-1]
+             for r in rows]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def show_status(config: Config) -> int:
+    doc = from_daemon(config) or from_disk(config)
+    source = "daemon" if doc.get("source") != "disk" else "state on disk"
+    print(f"mirror {config.root} (from the {source})")
+    if doc.get("next_run"):
+        print(f"next run: {doc['next_run']}")
+    print(table(doc))
+    return int(ExitCode.OK)

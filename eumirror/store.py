@@ -1,0 +1,315 @@
+"""The mirror on disk: layout, lock, atomic writes, name-addressed publishing, state and cleanup.
+
+Layout under the root: `<U>/catalog` and `<U>/images/<name>/<file>` are published (verified bytes
+only); everything else (partial downloads, the catalog being written, state, the lock) lives in
+`.eumirror/`, on the same filesystem, so publishing is a rename followed by fsync of the folders.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import stat
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import LockHeld, StorageError
+from .names import CHUNK, NameHasher, is_valid_name
+
+STATE_FORMAT = 1
+WORK = ".eumirror"
+
+
+def storage_error(exc: OSError, path: Path | str, doing: str) -> StorageError:
+    """Turn an OSError into one line that says which path and what to do."""
+    code = exc.errno
+    if code == errno.ENOSPC:
+        return StorageError(
+            f"no space left on the device while {doing} {path}",
+            hint="free space on the mirror's filesystem, then sync again",
+        )
+    if code in (errno.EACCES, errno.EPERM, errno.EROFS):
+        what = "read-only filesystem" if code == errno.EROFS else "permission denied"
+        return StorageError(
+            f"{what} while {doing} {path}",
+            hint="make the mirror root writable by eumirror (under systemd: "
+            "StateDirectory= or ReadWritePaths= in the unit)",
+        )
+    if code == errno.EIO:
+        return StorageError(
+            f"I/O error while {doing} {path}",
+            hint="check the disk (dmesg); nothing was published from it",
+        )
+    return StorageError(f"{exc.strerror or exc} while {doing} {path}")
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass(frozen=True)
+class FileDigest:
+    name: str
+    size: int
+    md5: str
+
+
+def hash_file(path: Path | str) -> FileDigest:
+    """Stream a file through the name hasher in constant memory."""
+    hasher = NameHasher()
+    with open(path, "rb", buffering=0) as f:
+        while chunk := f.read(CHUNK):
+            hasher.update(chunk)
+    return FileDigest(hasher.name(), hasher.size, hasher.md5_hex())
+
+
+class Mirror:
+    """Paths of one mirror root and the operations that keep its promises."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.work = root / WORK
+        self.tmp = self.work / "tmp"
+        self.partial = self.work / "partial"
+        self.state_dir = self.work / "state"
+        self.lock_path = self.work / "lock"
+
+    # -- set-up -----------------------------------------------------------------------------
+    def prepare(self) -> None:
+        """Create the root and the private work area with the contract's modes."""
+        try:
+            self.root.mkdir(mode=0o755, parents=True, exist_ok=True)
+            for path in (self.work, self.tmp, self.partial, self.state_dir):
+                path.mkdir(mode=0o700, exist_ok=True)
+                if path.is_symlink():
+                    raise StorageError(f"{path} is a symlink; refusing to use it")
+            os.chmod(self.work, 0o700)
+        except OSError as exc:
+            raise storage_error(exc, self.root, "preparing the mirror root") from None
+
+    def upstream_dir(self, upstream: str) -> Path:
+        """`<root>/<U>`, refused if it (or anything on the way) leads outside the root."""
+        path = self.root / upstream
+        if path.is_symlink():
+            raise StorageError(
+                f"{path} is a symlink; refusing to publish through it",
+                hint="replace it with a real folder inside the mirror root",
+            )
+        return path
+
+    def check_inside(self, path: Path) -> None:
+        real_root = self.root.resolve()
+        real = path.resolve()
+        if real != real_root and real_root not in real.parents:
+            raise StorageError(
+                f"{path} leads outside the mirror root {self.root}",
+                hint="remove the symlink under the root",
+            )
+
+    # -- lock -------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        fd = self.acquire_lock()
+        try:
+            yield
+        finally:
+            self.release_lock(fd)
+
+    def acquire_lock(self) -> int:
+        try:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise storage_error(exc, self.lock_path, "opening the lock") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise LockHeld(
+                f"another eumirror (pid {holder}) holds the lock {self.lock_path}",
+                hint="wait for it to finish, or stop it",
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        return fd
+
+    def release_lock(self, fd: int) -> None:
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+        os.close(fd)
+
+    # -- atomic writes ----------------------------------------------------------------------
+    def write_atomic(self, dest: Path, data: bytes, *, mode: int = 0o644) -> None:
+        """Write under .eumirror/tmp, fsync, rename over `dest`, fsync both folders."""
+        tmp = self.tmp / f"{dest.name}.{os.getpid()}.tmp"
+        try:
+            dest.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fchmod(fd, mode)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.rename(tmp, dest)
+            fsync_dir(dest.parent)
+            fsync_dir(self.tmp)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise storage_error(exc, dest, "writing") from None
+
+    def publish_catalog(self, upstream: str, data: bytes) -> bool:
+        """Atomically replace `<root>/<U>/catalog`; False when it already holds these bytes."""
+        dest = self.upstream_dir(upstream) / "catalog"
+        try:
+            if dest.read_bytes() == data:
+                return False
+        except OSError:
+            pass
+        self.write_atomic(dest, data)
+        return True
+
+    def read_catalog(self, upstream: str) -> bytes | None:
+        try:
+            return (self.root / upstream / "catalog").read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise storage_error(exc, self.root / upstream / "catalog", "reading") from None
+
+    def place(self, src: Path, upstream: str, dest: str) -> Path:
+        """Rename a verified, fsynced file into its name-addressed published path."""
+        final = self.upstream_dir(upstream) / dest
+        try:
+            final.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+            self.check_inside(final.parent)
+            os.chmod(src, 0o644)
+            os.rename(src, final)
+        except OSError as exc:
+            raise storage_error(exc, final, "publishing") from None
+        return final
+
+    def link(self, source_rel: str, upstream: str, dest: str) -> Path:
+        """Publish a second path for already verified bytes, without a request."""
+        src = self.root / source_rel
+        final = self.upstream_dir(upstream) / dest
+        staged = self.tmp / f"link.{os.getpid()}.{final.parent.name}"
+        try:
+            final.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+            self.check_inside(final.parent)
+            with contextlib.suppress(FileNotFoundError):
+                staged.unlink()
+            os.link(src, staged)
+            os.rename(staged, final)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                staged.unlink()
+            raise storage_error(exc, final, "linking") from None
+        return final
+
+    # -- state ------------------------------------------------------------------------------
+    def state_path(self, upstream: str, part: str) -> Path:
+        return self.state_dir / f"{upstream}.{part}.json"
+
+    def load_state(self, upstream: str, part: str) -> dict[str, Any] | None:
+        """A state document, or None when missing, corrupt or of another format version."""
+        try:
+            doc = json.loads(self.state_path(upstream, part).read_bytes())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(doc, dict) or doc.get("format") != STATE_FORMAT:
+            return None
+        return doc
+
+    def save_state(self, upstream: str, part: str, doc: dict[str, Any]) -> None:
+        body = json.dumps({**doc, "format": STATE_FORMAT}, separators=(",", ":"))
+        self.write_atomic(self.state_path(upstream, part), body.encode(), mode=0o600)
+
+    def free_bytes(self) -> int:
+        st = os.statvfs(self.work)
+        return st.f_bavail * st.f_frsize
+
+
+@dataclass
+class Files:
+    """What is verified under one upstream's folder, and what the catalog published."""
+
+    files: dict[str, list[Any]] = field(default_factory=dict)
+    """dest -> [name, size, mtime_ns, md5] for verified files under <U>/."""
+    published: dict[str, list[str]] = field(default_factory=dict)
+    """source url -> [url in the published catalog, dest]."""
+    removed: dict[str, float] = field(default_factory=dict)
+    """dest -> when the published catalog stopped pointing at it (unix time)."""
+    trusted: bool = True
+    """False when the state was missing or unreadable and had to be rebuilt."""
+
+    def to_doc(self) -> dict[str, Any]:
+        return {"files": self.files, "published": self.published, "removed": self.removed}
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any] | None) -> Files:
+        if doc is None:
+            return cls(trusted=False)
+        try:
+            files = {str(k): list(v) for k, v in dict(doc["files"]).items()}
+            published = {str(k): [str(v[0]), str(v[1])] for k, v in dict(doc["published"]).items()}
+            removed = {str(k): float(v) for k, v in dict(doc["removed"]).items()}
+        except (KeyError, TypeError, ValueError, IndexError):
+            return cls(trusted=False)
+        return cls(files, published, removed)
+
+
+def still_verified(path: Path, record: list[Any]) -> bool:
+    """The file is the one we verified: same size and modification time, a regular file."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return (
+        stat.S_ISREG(st.st_mode)
+        and len(record) == 4
+        and st.st_size == record[1]
+        and st.st_mtime_ns == record[2]
+    )
+
+
+def record_of(path: Path, digest: FileDigest) -> list[Any]:
+    st = os.lstat(path)
+    return [digest.name, digest.size, st.st_mtime_ns, digest.md5]
+
+
+def scan_unknown(upstream_dir: Path, known: dict[str, list[Any]]) -> Iterator[tuple[str, Path]]:
+    """Files under `<U>/images/<name>/` that the state does not vouch for (to re-verify)."""
+    images = upstream_dir / "images"
+    try:
+        folders = list(os.scandir(images))
+    except OSError:
+        return
+    for folder in folders:
+        if not folder.is_dir(follow_symlinks=False) or not is_valid_name(folder.name):
+            continue
+        try:
+            entries = list(os.scandir(folder.path))
+        except OSError:
+            continue
+        for entry in entries:
+            dest = f"images/{folder.name}/{entry.name}"
+            if dest not in known and entry.is_file(follow_symlinks=False):
+                yield dest, Path(entry.path)
+
+
+def now() -> float:
+    return time.time()

@@ -1,0 +1,465 @@
+"""One sync of every upstream: fetch catalog -> plan -> bounded downloads -> publish -> clean up.
+
+The order is the promise: tarballs are verified and renamed into name-addressed paths first, then
+the catalog that points at them is published atomically, and only then is anything deleted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from .catalog import dump_catalog, parse_catalog
+from .config import Config, Upstream
+from .download import PartialFile
+from .errors import CatalogError, EumirrorError, FetchError, StorageError, VerifyError
+from .fetch import Fetcher, Validators
+from .log import log
+from .plan import (
+    Action,
+    Inventory,
+    Plan,
+    Step,
+    build_catalog,
+    make_plan,
+    needs_previous_entries,
+    shrink_refusal,
+)
+from .policy import redact
+from .store import Files, Mirror, hash_file, record_of, scan_unknown, still_verified
+
+STALE_PARTIAL_SECONDS = 7 * 86400
+
+
+@dataclass
+class UpstreamReport:
+    """What one upstream's sync did: the facts behind the log, /status and the exit code."""
+
+    name: str
+    started: float = 0.0
+    ended: float = 0.0
+    result: str = "failure"  # success | partial | failure
+    images: int = 0
+    reused: int = 0
+    linked: int = 0
+    downloaded: int = 0
+    dropped: int = 0
+    deleted: int = 0
+    downloaded_bytes: int = 0
+    verify_failures: int = 0
+    unchanged: bool = False
+    error: str = ""
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def catalog_ok(self) -> bool:
+        return self.result in ("success", "partial")
+
+    def to_doc(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items()}
+
+
+@dataclass
+class RunReport:
+    upstreams: list[UpstreamReport]
+
+    @property
+    def ok(self) -> bool:
+        return all(u.result == "success" for u in self.upstreams)
+
+
+@dataclass
+class Progress:
+    """Counters for the live display; updated from the event loop only."""
+
+    files_total: int = 0
+    files_done: int = 0
+    bytes_done: int = 0
+
+    def add_bytes(self, n: int) -> None:
+        self.bytes_done += n
+
+
+class Syncer:
+    def __init__(
+        self,
+        config: Config,
+        mirror: Mirror,
+        fetcher: Fetcher,
+        *,
+        dry_run: bool = False,
+        allow_shrink: bool = False,
+        progress: Progress | None = None,
+        show_plan: Callable[[Plan], None] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.mirror = mirror
+        self.fetcher = fetcher
+        self.dry_run = dry_run
+        self.allow_shrink = allow_shrink
+        self.progress = progress or Progress()
+        self.show_plan = show_plan
+        self.clock = clock
+        self.semaphore = asyncio.Semaphore(config.concurrency)
+        self.files: dict[str, Files] = {}
+        self.inventory = Inventory()
+        self.active_partials: set[Path] = set()
+        self.errors: dict[tuple[str, str], str] = {}
+        """(upstream, dest) -> why that image failed in this run."""
+        self.published: dict[str, frozenset[str]] = {}
+        """Upstreams whose catalog was published in this run -> the dests it points to."""
+        self.meta: dict[str, dict[str, Any]] = {}
+
+    # -- the run ----------------------------------------------------------------------------
+    async def run(self) -> RunReport:
+        await asyncio.to_thread(self._load_inventory)
+        reports = list(
+            await asyncio.gather(*(self._sync_upstream(up) for up in self.config.upstreams))
+        )
+        if not self.dry_run:
+            for up, report in zip(self.config.upstreams, reports, strict=True):
+                self._finish(up, report)
+            self._clean_partials(reports)
+        return RunReport(reports)
+
+    def _finish(self, up: Upstream, report: UpstreamReport) -> None:
+        """After every upstream has settled: clean up, then record state (files before meta)."""
+        files = self.files[up.name]
+        referenced = self.published.get(up.name)
+        dirty = self.mirror.state_path(up.name, "dirty")
+        try:
+            if referenced is not None:
+                report.deleted = self._collect_garbage(up, files, referenced)
+            if referenced is not None or dirty.exists() or not files.trusted:
+                self.mirror.save_state(up.name, "files", files.to_doc())
+                with contextlib.suppress(FileNotFoundError):
+                    dirty.unlink()
+            meta = self.mirror.load_state(up.name, "meta") or {}
+            meta.update(self.meta.get(up.name, {}))
+            meta["last_run"] = report.to_doc()
+            if report.catalog_ok:
+                meta["last_success"] = report.ended
+            self.mirror.save_state(up.name, "meta", meta)
+        except StorageError as exc:
+            log.error("state_not_saved", upstream=up.name, error=exc.line())
+
+    def _load_inventory(self) -> None:
+        """What is verified on disk, from the state, re-verified where the state cannot vouch."""
+        for up in self.config.upstreams:
+            files = Files.from_doc(self.mirror.load_state(up.name, "files"))
+            folder = self.mirror.root / up.name
+            kept = {
+                dest: rec for dest, rec in files.files.items() if still_verified(folder / dest, rec)
+            }
+            dirty = self.mirror.state_path(up.name, "dirty").exists()
+            if not files.trusted or dirty:
+                for dest, path in scan_unknown(folder, kept):
+                    try:
+                        digest = hash_file(path)
+                    except OSError:
+                        continue
+                    if dest.split("/")[1] == digest.name:
+                        kept[dest] = record_of(path, digest)
+                    else:
+                        log.warning(
+                            "unverified_file", upstream=up.name, path=str(path), name=digest.name
+                        )
+                if not files.trusted and kept:
+                    log.info("state_rebuilt", upstream=up.name, verified=len(kept))
+            files.files = kept
+            self.files[up.name] = files
+            for dest, rec in kept.items():
+                self.inventory.add(str(rec[0]), f"{up.name}/{dest}")
+
+    async def _sync_upstream(self, up: Upstream) -> UpstreamReport:
+        report = UpstreamReport(up.name, started=self.clock())
+        began = time.monotonic()
+        bound = log.bind(upstream=up.name)
+        try:
+            await self._sync_one(up, report, bound)
+        except EumirrorError as exc:
+            report.result = "failure"
+            report.error = exc.line()
+        report.ended = report.started + (time.monotonic() - began)
+        event = bound.info if report.result == "success" else bound.warning
+        event(
+            "upstream_done",
+            result=report.result,
+            images=report.images,
+            reused=report.reused,
+            linked=report.linked,
+            downloaded=report.downloaded,
+            dropped=report.dropped,
+            bytes=report.downloaded_bytes,
+            duration=round(report.ended - report.started, 3),
+            error=report.error or None,
+        )
+        return report
+
+    async def _sync_one(self, up: Upstream, report: UpstreamReport, bound: Any) -> None:
+        mirror = self.mirror
+        meta = mirror.load_state(up.name, "meta") or {}
+        files = self.files[up.name]
+        conditional = (
+            not self.dry_run
+            and bool(meta.get("complete"))
+            and files.trusted
+            and (mirror.root / up.name / "catalog").exists()
+        )
+        known = (
+            Validators(meta.get("etag"), meta.get("last_modified")) if conditional else Validators()
+        )
+        fetched = await self.fetcher.fetch_catalog(up.source, known)
+        if fetched.body is None:
+            report.result, report.unchanged = "success", True
+            report.images = int(meta.get("images", 0))
+            report.reused = report.images
+            bound.info("catalog_unchanged", url=redact(up.source.url))
+            return
+        catalog = parse_catalog(fetched.body, max_bytes=self.config.limits.catalog_max_bytes)
+        previous = {src: pair[0] for src, pair in files.published.items()}
+        plan = make_plan(
+            upstream=up.name,
+            source=up.source,
+            catalog=catalog,
+            previous=previous,
+            inventory=self.inventory,
+        )
+        report.dropped = len(plan.dropped)
+        refusal = "" if self.allow_shrink else shrink_refusal(plan, self.config.limits.max_shrink)
+        if self.dry_run:
+            if self.show_plan:
+                self.show_plan(plan)
+            report.result = "failure" if refusal else "success"
+            report.error = refusal
+            return
+        if refusal:
+            raise CatalogError(
+                f"refused to publish: {refusal}",
+                hint="check the upstream; if the shrink is meant, run "
+                "`eumirror sync --once --allow-shrink`",
+            )
+        ready = await self._materialise(up, plan, report, bound)
+        entries: dict[str, Any] = {}
+        if needs_previous_entries(plan, ready):
+            entries = await asyncio.to_thread(self._previous_entries, up.name)
+        outcome = build_catalog(
+            plan,
+            verified=ready,
+            public_base=self._public_base(up.name),
+            previous_entries=entries,
+            url_to_dest={url: dest for url, dest in files.published.values()},
+        )
+        body = dump_catalog(plan.top, outcome.images)
+        await asyncio.to_thread(mirror.publish_catalog, up.name, body)
+        self.published[up.name] = outcome.referenced
+        files.published = outcome.published
+        report.images = len(outcome.images)
+        for step in outcome.failed:
+            reason = self.errors.get((up.name, step.dest), step.reason)
+            report.failures.append(_failure_line(up.name, step, reason))
+        report.result = "partial" if outcome.failed else "success"
+        self.meta[up.name] = {
+            "etag": fetched.etag,
+            "last_modified": fetched.last_modified,
+            "complete": not outcome.failed,
+            "images": report.images,
+        }
+
+    # -- downloads and links ----------------------------------------------------------------
+    async def _materialise(
+        self, up: Upstream, plan: Plan, report: UpstreamReport, bound: Any
+    ) -> set[str]:
+        """Bring every planned file into place; returns the dests that are verified now."""
+        files = self.files[up.name]
+        ready = {s.dest for s in plan.steps if s.action is Action.REUSE}
+        report.reused = len([s for s in plan.steps if s.action is Action.REUSE])
+        downloads = plan.downloads()
+        links = [s for s in plan.steps if s.action is Action.LINK]
+        if downloads or links:
+            self.mirror.upstream_dir(up.name).mkdir(mode=0o755, exist_ok=True)
+            self.mirror.state_path(up.name, "dirty").touch()
+        self.progress.files_total += len(downloads)
+        results = await asyncio.gather(
+            *(self._download(up, step, report, bound) for step in downloads.values())
+        )
+        for step, ok in zip(downloads.values(), results, strict=True):
+            if ok:
+                ready.add(step.dest)
+        for step in links:
+            source = self._verified_record(step.link_from)
+            if source is None:
+                self.errors[(up.name, step.dest)] = f"its copy {step.link_from} did not verify"
+                continue
+            try:
+                path = self.mirror.link(step.link_from, up.name, step.dest)
+            except StorageError as exc:
+                self.errors[(up.name, step.dest)] = exc.line()
+                bound.warning("link_failed", image=step.name, error=exc.line())
+                continue
+            files.files[step.dest] = [source[0], source[1], os.lstat(path).st_mtime_ns, source[3]]
+            ready.add(step.dest)
+            report.linked += 1
+        if downloads or links:
+            await asyncio.to_thread(self._fsync_folders, up.name, ready)
+        return ready
+
+    def _verified_record(self, rooted: str) -> list[Any] | None:
+        """The state record of a verified file, given its root-relative path."""
+        upstream, _, dest = rooted.partition("/")
+        files = self.files.get(upstream)
+        return files.files.get(dest) if files is not None else None
+
+    def _fsync_folders(self, upstream: str, dests: set[str]) -> None:
+        from .store import fsync_dir
+
+        folder = self.mirror.root / upstream
+        for parent in {str(Path(d).parent) for d in dests}:
+            with contextlib.suppress(FileNotFoundError):
+                fsync_dir(folder / parent)
+        for path in (folder / "images", folder, self.mirror.partial):
+            with contextlib.suppress(FileNotFoundError):
+                fsync_dir(path)
+
+    async def _download(self, up: Upstream, step: Step, report: UpstreamReport, bound: Any) -> bool:
+        key = hashlib.sha1(step.source_url.encode(), usedforsecurity=False).hexdigest()[:16]
+        path = self.mirror.partial / f"{up.name}.{step.name}.{key}.part"
+        self.active_partials.add(path)
+        async with self.semaphore:
+            began = time.monotonic()
+            partial = PartialFile(
+                path,
+                free_bytes=self.mirror.free_bytes(),
+                reserve=self.config.limits.free_space_reserve,
+            )
+            try:
+                if up.source.is_file:
+                    self._check_file_image(up, step.source_url)
+                known = await partial.open()
+                resumed = partial.offset
+                await self.fetcher.download(step.source_url, partial, known)
+                digest = await partial.finish(step.name)
+                final = await asyncio.to_thread(self.mirror.place, partial.path, up.name, step.dest)
+            except VerifyError as exc:
+                report.verify_failures += 1
+                return self._image_failed(up, step, exc, bound)
+            except FetchError as exc:
+                partial.close()
+                return self._image_failed(up, step, exc, bound)
+            except EumirrorError as exc:
+                partial.discard()
+                return self._image_failed(up, step, exc, bound)
+            except BaseException:
+                partial.close()
+                raise
+        self.files[up.name].files[step.dest] = record_of(final, digest)
+        self.inventory.add(digest.name, f"{up.name}/{step.dest}")
+        report.downloaded += 1
+        report.downloaded_bytes += digest.size - resumed
+        self.progress.files_done += 1
+        bound.info(
+            "image_downloaded",
+            image=step.name,
+            url=redact(step.source_url),
+            bytes=digest.size,
+            resumed_from=resumed or None,
+            duration=round(time.monotonic() - began, 3),
+            result="verified",
+        )
+        return True
+
+    def _check_file_image(self, up: Upstream, url: str) -> None:
+        """A file catalog's image must really be inside its folder (symlinks included)."""
+        folder = os.path.realpath(up.source.folder())
+        real = os.path.realpath(unquote(urlsplit(url).path))
+        if os.path.commonpath([folder, real]) != folder:
+            raise VerifyError(f"{url} resolves outside the catalog's folder {folder}")
+
+    def _image_failed(self, up: Upstream, step: Step, exc: EumirrorError, bound: Any) -> bool:
+        self.progress.files_done += 1
+        self.errors[(up.name, step.dest)] = exc.line()
+        bound.warning(
+            "image_failed",
+            image=step.name,
+            url=redact(step.source_url),
+            error=exc.line(),
+            result="failure",
+        )
+        return False
+
+    # -- publishing helpers -----------------------------------------------------------------
+    def _public_base(self, upstream: str) -> str:
+        return f"{self.config.public_url}{upstream}/" if self.config.public_url else ""
+
+    def _previous_entries(self, upstream: str) -> dict[str, Any]:
+        body = self.mirror.read_catalog(upstream)
+        if body is None:
+            return {}
+        try:
+            old = parse_catalog(body)
+        except CatalogError:
+            return {}
+        return {img.url: img.fields for img in old.images}
+
+    def _collect_garbage(self, up: Upstream, files: Files, referenced: frozenset[str]) -> int:
+        """Delete files the live catalog no longer points to, once keep_removed has passed."""
+        now = self.clock()
+        deleted = 0
+        folder = self.mirror.root / up.name
+        for dest in list(files.files):
+            if dest in referenced:
+                files.removed.pop(dest, None)
+                continue
+            since = files.removed.setdefault(dest, now)
+            if now - since < self.config.keep_removed:
+                continue
+            path = folder / dest
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            with contextlib.suppress(OSError):
+                path.parent.rmdir()
+            files.files.pop(dest, None)
+            files.removed.pop(dest, None)
+            deleted += 1
+            log.info("image_deleted", upstream=up.name, path=dest)
+        for dest in list(files.removed):
+            if dest not in files.files:
+                files.removed.pop(dest)
+        return deleted
+
+    def _clean_partials(self, reports: list[UpstreamReport]) -> None:
+        """Drop partial downloads nobody will resume: not planned now, or very old."""
+        fetched = {r.name for r in reports if r.catalog_ok}
+        now = time.time()
+        try:
+            entries = list(os.scandir(self.mirror.partial))
+        except OSError:
+            return
+        for entry in entries:
+            path = Path(entry.path)
+            if path in self.active_partials or path.with_suffix(".part") in self.active_partials:
+                continue
+            upstream = entry.name.split(".", 1)[0]
+            try:
+                old = now - entry.stat().st_mtime > STALE_PARTIAL_SECONDS
+            except OSError:
+                continue
+            if upstream in fetched or old:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+
+
+def _failure_line(upstream: str, step: Step, reason: str) -> str:
+    what = f"image #{step.index}" + (f" {step.name}" if step.name else "")
+    where = f" ({redact(step.source_url)})" if step.source_url else ""
+    kept = "kept its previous entry" if step.previous_url else "left out of the catalog"
+    return f"{upstream}: {what}{where}: {reason}; {kept}"
