@@ -11,7 +11,7 @@ from pathlib import Path
 
 from . import __version__
 from .config import config_path, load_config
-from .errors import EumirrorError, ExitCode
+from .errors import EumirrorError
 from .log import LEVELS, configure, log
 
 

@@ -1,12 +1,243 @@
-"""The daemon: placeholder until the daemon issue lands."""
+"""The daemon: APScheduler ticks, signals, the status endpoint and sd_notify around `run_sync`.
+
+Handlers only set events; one loop runs the syncs, so runs never overlap and a request that
+arrives during a run is folded into exactly one more run right after it.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import fcntl
+import ipaddress
+import os
+import signal
+import time
 from pathlib import Path
+from typing import Any
 
-from .config import Config
-from .errors import EumirrorError
+from aiohttp import web
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from . import sdnotify
+from .config import Config, load_config
+from .errors import EumirrorError, ExitCode, LockHeld, StorageError
+from .log import log
+from .once import run_sync, summarise
+from .status import iso, make_app, status_document
+from .store import Mirror
 
 
-async def run_daemon(config: Config, path: Path) -> int:
-    raise EumirrorError("the daemon is not built yet; use `eumirror sync --once`")
+class Daemon:
+    def __init__(self, config: Config, config_file: Path) -> None:
+        self.config = config
+        self.config_file = config_file
+        self.mirror = Mirror(config.root)
+        self.wanted = asyncio.Event()
+        self.stopping = asyncio.Event()
+        self.running: asyncio.Task[Any] | None = None
+        self.scheduler = AsyncIOScheduler()
+        self.runner: web.AppRunner | None = None
+        self.listen = ""
+        self.runs = 0
+        self.last_result = "no sync yet"
+
+    # -- what /status and /metrics show -----------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        job = self.scheduler.get_job("sync") if self.scheduler.running else None
+        next_run = job.next_run_time.timestamp() if job and job.next_run_time else None
+        return status_document(
+            self.config,
+            self.mirror,
+            daemon={
+                "pid": os.getpid(),
+                "listen": self.listen,
+                "in_progress": self.running is not None,
+                "runs_since_start": self.runs,
+                "pending": self.wanted.is_set(),
+                "next_run": iso(next_run),
+                "next_run_timestamp": next_run,
+            },
+        )
+
+    # -- requests ---------------------------------------------------------------------------
+    def request(self, why: str) -> None:
+        if self.running is not None and not self.wanted.is_set():
+            log.info("sync_queued", reason=why)
+        self.wanted.set()
+
+    async def tick(self) -> None:
+        self.request("schedule")
+
+    def stop(self, signum: int) -> None:
+        log.info("stopping", signal=signal.Signals(signum).name)
+        sdnotify.notify("STOPPING=1")
+        self.stopping.set()
+        if self.running is not None:
+            self.running.cancel()
+
+    def reload(self) -> None:
+        try:
+            new = load_config(self.config_file)
+        except EumirrorError as exc:
+            log.error("reload_failed", error=exc.line(), kept="previous configuration")
+            return
+        if new.root != self.config.root:
+            log.error(
+                "reload_failed",
+                error=f"mirror.root changed to {new.root}; that needs a restart",
+                kept="previous configuration",
+            )
+            return
+        if new.status != self.config.status:
+            log.warning("reload_listen_ignored", reason="the status address changes on restart")
+        self.config = new
+        self.scheduler.reschedule_job("sync", trigger=trigger_for(new))
+        log.info("reloaded", config=str(self.config_file), upstreams=len(new.upstreams))
+
+    # -- lifecycle --------------------------------------------------------------------------
+    async def start_status(self) -> None:
+        app = make_app(self.snapshot)
+        self.runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, self.config.status.host, self.config.status.port)
+        try:
+            await site.start()
+        except OSError as exc:
+            await self.runner.cleanup()
+            raise EumirrorError(
+                f"cannot listen on {self.config.status.host}:{self.config.status.port}: "
+                f"{exc.strerror}",
+                hint="change [status] listen or stop what uses the port",
+            ) from None
+        addresses = self.runner.addresses
+        host, port = addresses[0][0], addresses[0][1]
+        self.listen = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        log.info("status_listening", listen=self.listen, url=f"http://{self.listen}/status")
+        if not is_loopback(self.config.status.host):
+            log.warning(
+                "status_not_loopback",
+                listen=self.listen,
+                hint="anyone who reaches this address can read /status and /metrics",
+            )
+
+    async def watchdog(self, period: float) -> None:
+        while True:
+            sdnotify.notify("WATCHDOG=1")
+            await asyncio.sleep(period / 2)
+
+    async def run_once(self) -> None:
+        try:
+            fd = self.mirror.acquire_lock()
+        except LockHeld as exc:
+            log.warning("sync_skipped", reason=exc.message)
+            return
+        began = time.monotonic()
+        try:
+            log.info("sync_started", root=str(self.config.root))
+            report = await run_sync(self.config, self.mirror)
+        finally:
+            self.mirror.release_lock(fd)
+        self.runs += 1
+        ok = sum(1 for u in report.upstreams if u.result == "success")
+        self.last_result = (
+            f"last sync {time.strftime('%H:%M:%S')}: {ok}/{len(report.upstreams)} upstreams ok"
+        )
+        log.info(
+            "sync_done",
+            result="success" if report.ok else "failure",
+            duration=round(time.monotonic() - began, 3),
+            upstreams=len(report.upstreams),
+        )
+        summarise(report)
+        sdnotify.notify(f"STATUS={self.last_result}")
+
+    async def serve(self) -> int:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.stop, signum)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        loop.add_signal_handler(signal.SIGUSR1, self.request, "SIGUSR1")
+        await self.start_status()
+        self.scheduler.add_job(
+            self.tick, trigger_for(self.config), id="sync", max_instances=1, coalesce=True
+        )
+        self.scheduler.start()
+        watchdog = None
+        if (period := sdnotify.watchdog_period()) is not None:
+            watchdog = asyncio.create_task(self.watchdog(period))
+        sdnotify.notify(f"READY=1\nSTATUS=listening on {self.listen}")
+        self.wanted.set()
+        try:
+            while not self.stopping.is_set():
+                waiter = asyncio.create_task(self.wanted.wait())
+                stopper = asyncio.create_task(self.stopping.wait())
+                await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+                stopper.cancel()
+                if self.stopping.is_set():
+                    break
+                self.wanted.clear()
+                self.running = asyncio.create_task(self.run_once())
+                try:
+                    await self.running
+                except asyncio.CancelledError:
+                    if not self.stopping.is_set():
+                        raise
+                except StorageError as exc:
+                    log.error("sync_failed", error=exc.line())
+                finally:
+                    self.running = None
+        finally:
+            self.scheduler.shutdown(wait=False)
+            if watchdog is not None:
+                watchdog.cancel()
+            if self.runner is not None:
+                await self.runner.cleanup()
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
+                loop.remove_signal_handler(signum)
+        log.info("stopped")
+        return int(ExitCode.OK)
+
+
+def trigger_for(config: Config) -> IntervalTrigger | CronTrigger:
+    schedule = config.schedule
+    jitter = int(schedule.jitter) or None
+    if schedule.cron:
+        trigger = CronTrigger.from_crontab(schedule.cron)
+        trigger.jitter = jitter
+        return trigger
+    return IntervalTrigger(seconds=schedule.interval or 6 * 3600.0, jitter=jitter)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+async def run_daemon(config: Config, config_file: Path) -> int:
+    daemon = Daemon(config, config_file)
+    await asyncio.to_thread(daemon.mirror.prepare)
+    guard = daemon.mirror.work / "daemon.lock"
+    fd = os.open(guard, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            raise LockHeld(
+                f"another eumirror daemon (pid {holder}) serves {config.root}",
+                hint="stop it first (systemctl stop eumirror)",
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        return await daemon.serve()
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(fd)

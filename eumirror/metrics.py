@@ -1,13 +1,116 @@
-"""Prometheus metrics: placeholder."""
+"""Prometheus exposition through prometheus_client: a collector over the status document.
+
+The status document (state on disk plus what the daemon knows) is the one source of truth; the
+collector only renders it, so /metrics, /status and the textfile never disagree.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
-from .config import Config
-from .store import Mirror
-from .sync import RunReport
+from prometheus_client import CollectorRegistry, write_to_textfile
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+RESULTS = ("success", "partial", "failure")
+ACTIONS = ("reused", "linked", "downloaded", "dropped", "deleted")
 
 
-def write_textfile(path: Path, config: Config, mirror: Mirror, report: RunReport) -> None:
-    raise NotImplementedError
+class MirrorCollector(Collector):
+    def __init__(self, snapshot: Callable[[], Mapping[str, Any]]) -> None:
+        self.snapshot = snapshot
+
+    def collect(self) -> Iterator[Metric]:
+        doc = self.snapshot()
+        ups: Mapping[str, Any] = doc.get("upstreams", {})
+        last_ok = GaugeMetricFamily(
+            "eumirror_sync_last_success_timestamp_seconds",
+            "End of the last sync whose catalog fetch succeeded (success or partial).",
+            labels=["upstream"],
+        )
+        runs = CounterMetricFamily(
+            "eumirror_sync_runs", "Syncs by result.", labels=["upstream", "result"]
+        )
+        duration = GaugeMetricFamily(
+            "eumirror_sync_duration_seconds", "Duration of the last sync.", labels=["upstream"]
+        )
+        images = GaugeMetricFamily(
+            "eumirror_images", "Images in the published catalog.", labels=["upstream"]
+        )
+        by_action = GaugeMetricFamily(
+            "eumirror_last_sync_images",
+            "Images of the last sync by what it did with them.",
+            labels=["upstream", "action"],
+        )
+        failed = GaugeMetricFamily(
+            "eumirror_last_sync_failed_images",
+            "Images that failed in the last sync (kept their previous entry or left out).",
+            labels=["upstream"],
+        )
+        downloaded = CounterMetricFamily(
+            "eumirror_downloaded_bytes", "Tarball bytes downloaded.", labels=["upstream"]
+        )
+        verify = CounterMetricFamily(
+            "eumirror_verify_failures",
+            "Tarballs whose bytes did not match their name during syncs.",
+            labels=["upstream"],
+        )
+        for name, info in ups.items():
+            run: Mapping[str, Any] = info.get("last_run") or {}
+            totals: Mapping[str, Any] = info.get("totals") or {}
+            if info.get("last_success"):
+                last_ok.add_metric([name], float(info["last_success"]))
+            for result in RESULTS:
+                runs.add_metric([name, result], float((totals.get("runs") or {}).get(result, 0)))
+            if run:
+                duration.add_metric(
+                    [name], float(run.get("ended", 0)) - float(run.get("started", 0))
+                )
+                for action in ACTIONS:
+                    by_action.add_metric([name, action], float(run.get(action, 0)))
+                failed.add_metric([name], float(len(run.get("failures", []))))
+            images.add_metric([name], float(info.get("images", run.get("images", 0)) or 0))
+            downloaded.add_metric([name], float(totals.get("downloaded_bytes", 0)))
+            verify.add_metric([name], float(totals.get("verify_failures", 0)))
+        yield from (last_ok, runs, duration, images, by_action, failed, downloaded, verify)
+
+        in_progress = GaugeMetricFamily("eumirror_sync_in_progress", "1 while a sync runs.")
+        in_progress.add_metric([], 1.0 if doc.get("in_progress") else 0.0)
+        yield in_progress
+        if doc.get("next_run_timestamp"):
+            nxt = GaugeMetricFamily(
+                "eumirror_next_sync_timestamp_seconds", "When the schedule runs the next sync."
+            )
+            nxt.add_metric([], float(doc["next_run_timestamp"]))
+            yield nxt
+        fs: Mapping[str, Any] = doc.get("filesystem") or {}
+        if fs:
+            free = GaugeMetricFamily(
+                "eumirror_filesystem_free_bytes", "Free bytes on the mirror root's filesystem."
+            )
+            free.add_metric([], float(fs.get("free_bytes", 0)))
+            used = GaugeMetricFamily(
+                "eumirror_filesystem_used_bytes", "Used bytes on the mirror root's filesystem."
+            )
+            used.add_metric([], float(fs.get("used_bytes", 0)))
+            yield free
+            yield used
+        healthy = GaugeMetricFamily("eumirror_healthy", "1 when /healthz answers 200.")
+        healthy.add_metric([], 1.0 if (doc.get("health") or {}).get("ok") else 0.0)
+        yield healthy
+        info = GaugeMetricFamily("eumirror_build_info", "Version of eumirror.", labels=["version"])
+        info.add_metric([str(doc.get("version", ""))], 1.0)
+        yield info
+
+
+def registry_for(snapshot: Callable[[], Mapping[str, Any]]) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(MirrorCollector(snapshot))
+    return registry
+
+
+def write_textfile(path: Path, doc: Mapping[str, Any]) -> None:
+    """For node_exporter's textfile collector; prometheus_client writes it atomically."""
+    write_to_textfile(str(path), registry_for(lambda: doc))

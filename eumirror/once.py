@@ -70,8 +70,12 @@ async def sync_once(
             report = await run_sync(config, mirror, allow_shrink=allow_shrink, progress=progress)
     if metrics_file is not None:
         from .metrics import write_textfile
+        from .status import status_document
 
-        write_textfile(metrics_file, config, mirror, report)
+        try:
+            write_textfile(metrics_file, status_document(config, mirror))
+        except OSError as exc:
+            log.error("metrics_not_written", path=str(metrics_file), error=str(exc))
     summarise(report)
     return int(ExitCode.OK if report.ok else ExitCode.FAILED)
 

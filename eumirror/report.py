@@ -25,7 +25,7 @@ def from_daemon(config: Config, timeout: float = 2.0) -> dict[str, Any] | None:
     if config.status.port == 0:
         return None
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (loopback, ours)
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
             doc = json.loads(resp.read())
     except (OSError, ValueError):
         return None
@@ -68,8 +68,10 @@ def table(doc: dict[str, Any]) -> str:
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=False)) + "  " + r[-1]
-             for r in rows]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=False)) + "  " + r[-1]
+        for r in rows
+    ]
     return "\n".join(line.rstrip() for line in lines)
 
 

@@ -146,6 +146,7 @@ class Syncer:
             meta = self.mirror.load_state(up.name, "meta") or {}
             meta.update(self.meta.get(up.name, {}))
             meta["last_run"] = report.to_doc()
+            meta["totals"] = add_totals(meta.get("totals"), report)
             if report.catalog_ok:
                 meta["last_success"] = report.ended
             self.mirror.save_state(up.name, "meta", meta)
@@ -456,6 +457,19 @@ class Syncer:
             if upstream in fetched or old:
                 with contextlib.suppress(OSError):
                     path.unlink()
+
+
+def add_totals(totals: Any, report: UpstreamReport) -> dict[str, Any]:
+    """Counters that survive restarts, so metrics stay monotonic in daemon and timer mode."""
+    base: dict[str, Any] = totals if isinstance(totals, dict) else {}
+    runs = dict(base.get("runs") or {})
+    runs[report.result] = int(runs.get(report.result, 0)) + 1
+    return {
+        "runs": runs,
+        "downloaded_bytes": int(base.get("downloaded_bytes", 0)) + report.downloaded_bytes,
+        "verify_failures": int(base.get("verify_failures", 0)) + report.verify_failures,
+        "image_failures": int(base.get("image_failures", 0)) + len(report.failures),
+    }
 
 
 def _failure_line(upstream: str, step: Step, reason: str) -> str:

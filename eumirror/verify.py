@@ -56,9 +56,7 @@ def verify_mirror(config: Config) -> int:
             except CatalogError as exc:
                 problems.append(f"{up.name}: published catalog is malformed: {exc.message}")
                 continue
-            problems.extend(
-                f"{up.name}: image #{bad.index}: {bad.reason}" for bad in catalog.bad
-            )
+            problems.extend(f"{up.name}: image #{bad.index}: {bad.reason}" for bad in catalog.bad)
             for image in catalog.images:
                 path = local_file(config, up.name, image.url)
                 if path is None:

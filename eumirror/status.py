@@ -1,0 +1,132 @@
+"""The status document, health, and the status endpoint (/metrics, /healthz, /status).
+
+`status_document` and `health` are pure over the state they are given; the aiohttp handlers are
+thin shells around them.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from . import __version__
+from .config import Config, Schedule
+from .metrics import registry_for
+from .store import Mirror
+
+
+def schedule_period(schedule: Schedule, now: datetime | None = None) -> float:
+    """The schedule's period: the interval, or for cron the gap between two firings."""
+    if schedule.cron:
+        from apscheduler.triggers.cron import CronTrigger
+
+        trigger = CronTrigger.from_crontab(schedule.cron, timezone=UTC)
+        start = now or datetime.now(UTC)
+        first = trigger.get_next_fire_time(None, start)
+        second = trigger.get_next_fire_time(first, first) if first else None
+        if first and second and second > first:
+            return float((second - first).total_seconds())
+        return 86400.0
+    return float(schedule.interval or 6 * 3600.0)
+
+
+def health(
+    upstreams: Mapping[str, Mapping[str, Any]], *, now: float, max_age: float
+) -> tuple[bool, str]:
+    """Healthy when every upstream's last catalog-fetching sync is recent enough."""
+    if not upstreams:
+        return False, "no upstreams configured"
+    for name, info in upstreams.items():
+        last = info.get("last_success")
+        if not last:
+            return False, f"{name}: no successful sync yet"
+        age = now - float(last)
+        if age > max_age:
+            return False, f"{name}: last successful sync {age:.0f}s ago (limit {max_age:.0f}s)"
+    return True, "ok"
+
+
+def status_document(
+    config: Config,
+    mirror: Mirror,
+    *,
+    daemon: Mapping[str, Any] | None = None,
+    now: float | None = None,
+) -> dict[str, Any]:
+    now = time.time() if now is None else now
+    upstreams: dict[str, Any] = {}
+    for up in config.upstreams:
+        meta = mirror.load_state(up.name, "meta") or {}
+        upstreams[up.name] = {
+            "catalog": redacted_source(up.source.url),
+            "last_run": meta.get("last_run"),
+            "last_success": meta.get("last_success"),
+            "images": meta.get("images", 0),
+            "totals": meta.get("totals") or {},
+        }
+    max_age = 2 * schedule_period(config.schedule) + config.schedule.jitter
+    ok, reason = health(upstreams, now=now, max_age=max_age)
+    doc: dict[str, Any] = {
+        "version": __version__,
+        "root": str(config.root),
+        "upstreams": upstreams,
+        "health": {"ok": ok, "reason": reason, "max_age_seconds": max_age},
+        "filesystem": filesystem(config.root),
+    }
+    doc.update(daemon or {})
+    return doc
+
+
+def redacted_source(url: str) -> str:
+    from .policy import redact
+
+    return redact(url)
+
+
+def filesystem(root: os.PathLike[str] | str) -> dict[str, int]:
+    try:
+        st = os.statvfs(root)
+    except OSError:
+        return {}
+    return {
+        "free_bytes": st.f_bavail * st.f_frsize,
+        "used_bytes": (st.f_blocks - st.f_bfree) * st.f_frsize,
+    }
+
+
+def iso(ts: float | None) -> str | None:
+    return datetime.fromtimestamp(ts, UTC).isoformat() if ts else None
+
+
+def make_app(snapshot: Callable[[], dict[str, Any]]) -> web.Application:
+    """GET/HEAD only (aiohttp answers 405 for the rest); nothing here takes input."""
+    registry = registry_for(snapshot)
+
+    async def metrics(_: web.Request) -> web.Response:
+        body = generate_latest(registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def healthz(_: web.Request) -> web.Response:
+        state = snapshot()["health"]
+        return web.Response(status=200 if state["ok"] else 503, text=state["reason"] + "\n")
+
+    async def status(_: web.Request) -> web.Response:
+        return web.json_response(snapshot(), dumps=_dumps)
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/status", status)
+    return app
+
+
+def _dumps(obj: Any) -> str:
+    import json
+
+    return json.dumps(obj, indent=2, sort_keys=False)
