@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import itertools
 import json
 import os
 import stat
@@ -23,6 +24,7 @@ from .errors import LockHeld, StorageError
 from .names import CHUNK, NameHasher, is_valid_name
 
 STATE_FORMAT = 1
+_SCRATCH = itertools.count()
 WORK = ".eumirror"
 
 
@@ -149,9 +151,20 @@ class Mirror:
         os.close(fd)
 
     # -- atomic writes ----------------------------------------------------------------------
+    def clear_scratch(self) -> None:
+        """Leftovers of a killed run; only ever called with the lock held."""
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(self.tmp):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+
+    def scratch(self, label: str) -> Path:
+        """A fresh path under .eumirror/tmp, unique across processes and concurrent writers."""
+        return self.tmp / f"{label}.{os.getpid()}.{next(_SCRATCH)}.tmp"
+
     def write_atomic(self, dest: Path, data: bytes, *, mode: int = 0o644) -> None:
         """Write under .eumirror/tmp, fsync, rename over `dest`, fsync both folders."""
-        tmp = self.tmp / f"{dest.name}.{os.getpid()}.tmp"
+        tmp = self.scratch(dest.name)
         try:
             dest.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
@@ -206,7 +219,7 @@ class Mirror:
         """Publish a second path for already verified bytes, without a request."""
         src = self.root / source_rel
         final = self.upstream_dir(upstream) / dest
-        staged = self.tmp / f"link.{os.getpid()}.{final.parent.name}"
+        staged = self.scratch("link")
         try:
             final.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
             self.check_inside(final.parent)

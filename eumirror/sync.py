@@ -121,6 +121,8 @@ class Syncer:
 
     # -- the run ----------------------------------------------------------------------------
     async def run(self) -> RunReport:
+        if not self.dry_run:
+            await asyncio.to_thread(self.mirror.clear_scratch)
         await asyncio.to_thread(self._load_inventory)
         reports = list(
             await asyncio.gather(*(self._sync_upstream(up) for up in self.config.upstreams))
@@ -224,6 +226,7 @@ class Syncer:
             report.result, report.unchanged = "success", True
             report.images = int(meta.get("images", 0))
             report.reused = report.images
+            self.published[up.name] = frozenset(dest for _, dest in files.published.values())
             bound.info("catalog_unchanged", url=redact(up.source.url))
             return
         catalog = parse_catalog(fetched.body, max_bytes=self.config.limits.catalog_max_bytes)

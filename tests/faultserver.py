@@ -225,20 +225,36 @@ class _BodyReader:
     """Blocking reader over a body slice; local file reads are small and fast."""
 
     def __init__(self, body: _Body, *, endless: bool) -> None:
+        if endless and body.content.data is None and body.size <= _CHUNK:
+            # Wrapping around a small file would mean thousands of tiny reads per chunk.
+            data = body.content.read_all()[body.start : body.end]
+            body = _Body(dataclasses.replace(body.content, data=data, file=None), 0, len(data))
         self._body = body
         self._endless = endless
         self._pos = body.start
         self._fh: IO[bytes] | None = None
 
     def read(self, n: int) -> bytes:
+        """Up to ``n`` bytes, b"" at the end; endless bodies wrap around (filling ``n``)."""
+        if not self._endless:
+            return self._read_once(n)
+        if self._body.size == 0:
+            return _ENDLESS_FILLER[:n]
+        out = bytearray()
+        while len(out) < n:
+            if self._pos >= self._body.end:
+                self._pos = self._body.start
+            piece = self._read_once(n - len(out))
+            if not piece:  # the file shrank under us
+                return bytes(out) or _ENDLESS_FILLER[:n]
+            out += piece
+        return bytes(out)
+
+    def _read_once(self, n: int) -> bytes:
         body = self._body
-        if self._pos >= body.end:
-            if not self._endless:
-                return b""
-            if body.size == 0:
-                return _ENDLESS_FILLER[:n]
-            self._pos = body.start
         n = min(n, body.end - self._pos)
+        if n <= 0:
+            return b""
         if body.content.data is not None:
             piece = body.content.data[self._pos : self._pos + n]
         else:
