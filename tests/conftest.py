@@ -19,7 +19,7 @@ from eumirror.names import name_of_chunks
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from faultserver import ThreadedFaultServer  # noqa: E402
+from faultserver import ThreadedFaultServer
 
 CLI_TIMEOUT = 120
 

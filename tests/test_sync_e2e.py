@@ -1,4 +1,4 @@
-"""`eumirror sync --once` end to end: a real loopback upstream, a real root, the CLI as a process."""
+"""`eumirror sync --once` end to end: a loopback upstream, a real root, the CLI as a process."""
 
 from __future__ import annotations
 
@@ -24,8 +24,9 @@ def assert_published_verifies(mirror: Mirror, upstream: str = "up") -> None:
         assert name_of_chunks([path.read_bytes()]) == image["name"], image["url"]
 
 
-def test_basic_mirror_layout_and_fields(upstream: Upstream, server: ThreadedFaultServer,
-                                        mirror: Mirror) -> None:
+def test_basic_mirror_layout_and_fields(
+    upstream: Upstream, server: ThreadedFaultServer, mirror: Mirror
+) -> None:
     """Relative urls in subfolders, an absolute same-server url, a %-encoded file name and two
     images with the same file name in different folders are all mirrored and verified."""
     a = upstream.add("starter-emis/a.tgz", tarball(1), extra={"nested": [1, 2.5, None]})
@@ -119,9 +120,12 @@ def test_changed_tarball_gets_new_path_and_old_file_survives_grace(
     assert new_url != old_url
     assert (mirror.root / "up" / old_url).exists(), "kept during keep_removed"
     assert_published_verifies(mirror)
-    short = write_config(mirror.config, root=mirror.root,
-                         upstreams={"up": f"{server.url}/catalog"},
-                         mirror={"keep_removed": "0s"})
+    short = write_config(
+        mirror.config,
+        root=mirror.root,
+        upstreams={"up": f"{server.url}/catalog"},
+        mirror={"keep_removed": "0s"},
+    )
     assert run_cli("sync", "--once", "--config", str(short)).returncode == 0
     assert not (mirror.root / "up" / old_url).exists()
     assert not (mirror.root / "up" / old_url).parent.exists()
@@ -320,16 +324,18 @@ def test_file_upstream_and_plain_path(tmp_path: Path, upstream: Upstream) -> Non
         assert_published_verifies(Mirror(root, config), name)
 
 
-def test_file_upstream_refuses_images_outside_its_folder(tmp_path: Path, upstream: Upstream) -> None:
+def test_file_upstream_refuses_images_outside_its_folder(
+    tmp_path: Path, upstream: Upstream
+) -> None:
     """A file catalog's image outside the catalog's folder fails; nothing is read from there."""
     outside = tmp_path / "secret.tgz"
     outside.write_bytes(tarball(3))
     upstream.add("sub/a.tgz", tarball(1))
-    upstream.images.append({**upstream.images[0], "name": name_of(tarball(3)),
-                            "url": "../secret.tgz"})
+    upstream.images.append(
+        {**upstream.images[0], "name": name_of(tarball(3)), "url": "../secret.tgz"}
+    )
     (upstream.folder / "link.tgz").symlink_to(outside)
-    upstream.images.append({**upstream.images[0], "name": name_of(tarball(3)),
-                            "url": "link.tgz"})
+    upstream.images.append({**upstream.images[0], "name": name_of(tarball(3)), "url": "link.tgz"})
     upstream.write()
     root = tmp_path / "root"
     config = write_config(tmp_path / "c.toml", root=root, upstreams={"up": "upstream/catalog"})
@@ -342,8 +348,9 @@ def test_file_upstream_refuses_images_outside_its_folder(tmp_path: Path, upstrea
     assert not (root / "up" / "images" / name_of(tarball(3))).exists()
 
 
-def test_dry_run_writes_nothing(upstream: Upstream, server: ThreadedFaultServer,
-                                mirror: Mirror) -> None:
+def test_dry_run_writes_nothing(
+    upstream: Upstream, server: ThreadedFaultServer, mirror: Mirror
+) -> None:
     """--dry-run prints the plan and writes nothing, not even the root."""
     upstream.add("a/img.tgz", tarball(1))
     upstream.write()
@@ -376,8 +383,7 @@ def test_dry_run_on_existing_mirror_changes_nothing(
     assert {p: p.read_bytes() for p in mirror.root.rglob("*") if p.is_file()} == snapshot
 
 
-def test_lock_held_exits_3(upstream: Upstream, server: ThreadedFaultServer,
-                           mirror: Mirror) -> None:
+def test_lock_held_exits_3(upstream: Upstream, server: ThreadedFaultServer, mirror: Mirror) -> None:
     """A second sync while the lock is held exits 3 at once, naming the holder's pid."""
     import fcntl
 
@@ -399,8 +405,9 @@ def test_lock_held_exits_3(upstream: Upstream, server: ThreadedFaultServer,
     assert verify.returncode == 3
 
 
-def test_verify_reports_a_corrupted_tarball(upstream: Upstream, server: ThreadedFaultServer,
-                                            mirror: Mirror) -> None:
+def test_verify_reports_a_corrupted_tarball(
+    upstream: Upstream, server: ThreadedFaultServer, mirror: Mirror
+) -> None:
     """verify re-hashes every published tarball and names each mismatch (exit 1)."""
     upstream.add("a/one.tgz", tarball(1))
     upstream.add("a/two.tgz", tarball(2))
@@ -452,5 +459,6 @@ def test_same_name_elsewhere_is_linked_not_downloaded(
     assert done.returncode == 0, done.stderr
     assert server.requests("/b/renamed.tgz") == 0
     assert_published_verifies(mirror)
-    assert any(e.get("event") == "upstream_done" and e.get("linked") == 1
-               for e in events(done.stderr))
+    assert any(
+        e.get("event") == "upstream_done" and e.get("linked") == 1 for e in events(done.stderr)
+    )
