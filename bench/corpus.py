@@ -49,7 +49,7 @@ class Params:
 def params_for(kind: str, scale: float, *, size_factor: int = 1) -> Params:
     """The corpus of the issue, shrunk by `scale` (1.0 is full size); see bench/README.md."""
     if kind == "big":
-        size = max(4 * KiB, round(256 * MiB * scale)) * size_factor
+        size = max(4 * KiB, round(256 * MiB * scale / (4 * KiB)) * 4 * KiB) * size_factor
         return Params("big" if size_factor == 1 else f"big{size_factor}x", 8, size)
     if kind == "small":
         return Params("small", max(8, round(2000 * scale)), 256 * KiB)

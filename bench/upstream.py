@@ -126,7 +126,9 @@ class Nginx:
         for _ in range(5):
             self.port = free_port()
             conf = self.tmp / "nginx.conf"
-            conf.write_text(NGINX_CONF.format(user=user, tmp=self.tmp, port=self.port, root=self.root))
+            conf.write_text(
+                NGINX_CONF.format(user=user, tmp=self.tmp, port=self.port, root=self.root)
+            )
             argv = [self.binary, "-p", str(self.tmp), "-e", str(self.tmp / "error.log")]
             with open(self.tmp / "stderr.log", "ab") as stderr:
                 self.proc = subprocess.Popen(

@@ -139,7 +139,7 @@ def dump_catalog(top: Mapping[str, Any], images: Iterable[Mapping[str, Any]]) ->
     for position, key in enumerate(keys):
         comma = "," if position < len(keys) - 1 else ""
         if key == "images":
-            rows = [json.dumps(image, ensure_ascii=False) for image in images]
+            rows = [_encodable(image) for image in images]
             if rows:
                 parts.append(' "images": [')
                 parts.append(",\n".join("  " + row for row in rows))
@@ -147,9 +147,17 @@ def dump_catalog(top: Mapping[str, Any], images: Iterable[Mapping[str, Any]]) ->
             else:
                 parts.append(' "images": []' + comma)
         else:
-            parts.append(
-                f" {json.dumps(key, ensure_ascii=False)}: "
-                f"{json.dumps(top[key], ensure_ascii=False)}{comma}"
-            )
+            parts.append(f" {_encodable(key)}: {_encodable(top[key])}{comma}")
     parts.append("}\n")
     return "\n".join(parts).encode("utf-8")
+
+
+def _encodable(value: Any) -> str:
+    """Readable UTF-8 where possible; \\u escapes where the text holds lone surrogates."""
+    text = json.dumps(value, ensure_ascii=False)
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return json.dumps(value)
+    return text

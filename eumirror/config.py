@@ -5,6 +5,7 @@ Every error names the key and the file. Only `load_config` touches the filesyste
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
@@ -290,8 +291,8 @@ def parse_size(value: Any) -> int:
 
 def parse_duration(value: Any) -> float:
     if isinstance(value, int | float) and not isinstance(value, bool):
-        if value < 0:
-            raise ValueError("must not be negative")
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"{value!r} is not a duration of zero or more seconds")
         return float(value)
     if not isinstance(value, str) or not (m := _DURATION.match(value.strip())):
         raise ValueError(f'{value!r} is not a duration such as "90s", "15m", "6h", "1d"')

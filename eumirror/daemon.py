@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import fcntl
 import ipaddress
+import json
 import os
 import signal
 import time
@@ -26,6 +27,7 @@ from .config import Config, load_config
 from .errors import EumirrorError, ExitCode, LockHeld, StorageError
 from .log import log
 from .once import run_sync, summarise
+from .report import DAEMON_ADDRESS
 from .status import iso, make_app, status_document
 from .store import Mirror
 
@@ -43,6 +45,7 @@ class Daemon:
         self.listen = ""
         self.runs = 0
         self.last_result = "no sync yet"
+        self.address_file = self.mirror.work / DAEMON_ADDRESS
 
     # -- what /status and /metrics show -----------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
@@ -116,12 +119,25 @@ class Daemon:
         host, port = addresses[0][0], addresses[0][1]
         self.listen = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         log.info("status_listening", listen=self.listen, url=f"http://{self.listen}/status")
+        self.record_listen()
         if not is_loopback(self.config.status.host):
             log.warning(
                 "status_not_loopback",
                 listen=self.listen,
                 hint="anyone who reaches this address can read /status and /metrics",
             )
+
+    def record_listen(self) -> None:
+        """Tell `eumirror status` where we listen (the real port, also when configured as 0)."""
+        doc = {"pid": os.getpid(), "listen": self.listen}
+        try:
+            self.mirror.write_atomic(self.address_file, json.dumps(doc).encode(), mode=0o600)
+        except StorageError as exc:
+            log.warning("address_not_recorded", error=exc.line())
+
+    def forget_listen(self) -> None:
+        with contextlib.suppress(OSError):
+            self.address_file.unlink()
 
     async def watchdog(self, period: float) -> None:
         while True:
@@ -156,14 +172,20 @@ class Daemon:
 
     async def serve(self) -> int:
         loop = asyncio.get_running_loop()
+        # The job exists before a SIGHUP can reschedule it.
+        self.scheduler.add_job(
+            self.tick, trigger_for(self.config), id="sync", max_instances=1, coalesce=True
+        )
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.stop, signum)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         loop.add_signal_handler(signal.SIGUSR1, self.request, "SIGUSR1")
-        await self.start_status()
-        self.scheduler.add_job(
-            self.tick, trigger_for(self.config), id="sync", max_instances=1, coalesce=True
-        )
+        try:
+            await self.start_status()
+        except BaseException:
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
+                loop.remove_signal_handler(signum)
+            raise
         self.scheduler.start()
         watchdog = None
         if (period := sdnotify.watchdog_period()) is not None:
@@ -186,8 +208,11 @@ class Daemon:
                 except asyncio.CancelledError:
                     if not self.stopping.is_set():
                         raise
-                except StorageError as exc:
+                except EumirrorError as exc:
                     log.error("sync_failed", error=exc.line())
+                except Exception:
+                    # A bug in one run must not take the mirror's status and schedule down.
+                    log.exception("sync_crashed")
                 finally:
                     self.running = None
         finally:
@@ -195,6 +220,7 @@ class Daemon:
             if watchdog is not None:
                 watchdog.cancel()
             if self.runner is not None:
+                self.forget_listen()
                 await self.runner.cleanup()
             for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
                 loop.remove_signal_handler(signum)

@@ -11,6 +11,7 @@ import email.utils
 import random
 import socket
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,6 +96,25 @@ class PublicOnlyResolver(AbstractResolver):
         await self._inner.close()
 
 
+def uses_proxy(url: str) -> bool:
+    """Whether the environment sends this url through a proxy, which then resolves the host."""
+    parts = urlsplit(url)
+    proxies = urllib.request.getproxies()
+    if parts.scheme not in proxies:
+        return False
+    return not urllib.request.proxy_bypass(parts.netloc)
+
+
+def proxy_hosts() -> frozenset[str]:
+    """The proxies' own hosts: trusted as configured, like the catalogs' hosts."""
+    hosts = set()
+    for value in urllib.request.getproxies().values():
+        host = urlsplit(value if "://" in value else f"http://{value}").hostname
+        if host:
+            hosts.add(host.lower())
+    return frozenset(hosts)
+
+
 def retry_after_seconds(value: str | None) -> float | None:
     if not value:
         return None
@@ -122,7 +142,7 @@ class Fetcher:
         on_bytes: Callable[[int], None] | None = None,
     ) -> None:
         self.limits = limits
-        self.trusted = frozenset(h.lower() for h in trusted_hosts)
+        self.trusted = frozenset(h.lower() for h in trusted_hosts) | proxy_hosts()
         self.on_bytes = on_bytes or (lambda n: None)
         self._session: aiohttp.ClientSession | None = None
 
@@ -179,7 +199,7 @@ class Fetcher:
     async def _check_host(self, url: str) -> None:
         """Refuse an unlisted host whose address is not public (literal IPs skip the resolver)."""
         host = (urlsplit(url).hostname or "").lower().rstrip(".")
-        if host in self.trusted:
+        if host in self.trusted or uses_proxy(url):
             return
         loop = asyncio.get_running_loop()
         try:
@@ -331,6 +351,13 @@ class Fetcher:
             headers["If-Range"] = known.if_range() or ""
         resp = await self._open(url, headers)
         async with resp:
+            if resp.status == 416 and sink.offset:
+                await sink.restart()
+                raise FetchError(
+                    f"{redact(url)}: the kept partial no longer fits; starting over",
+                    transient=True,
+                    retry_after=0.0,
+                )
             _raise_for_status(resp, url)
             got = Validators(resp.headers.get("ETag"), resp.headers.get("Last-Modified"))
             if resp.status == 206:
@@ -364,7 +391,10 @@ class Fetcher:
 
 
 async def _pump(chunks: AsyncIterator[bytes], sink: Sink) -> int:
-    """Batch chunks to about 1 MiB and let the sink hash and write one batch while we read on."""
+    """Batch chunks to about 1 MiB and let the sink hash and write one batch while we read on.
+
+    When the transfer breaks, what did arrive is still written: it is a valid prefix to resume.
+    """
     pending: asyncio.Future[None] | None = None
     batch: list[bytes] = []
     size = total = 0
@@ -378,15 +408,21 @@ async def _pump(chunks: AsyncIterator[bytes], sink: Sink) -> int:
                     await pending
                 pending = asyncio.ensure_future(sink.write_batch(batch))
                 batch, size = [], 0
+    except FetchError:
         if pending is not None:
             await pending
             pending = None
         if batch:
             await sink.write_batch(batch)
-        return total
+        raise
     finally:
         if pending is not None and not pending.done():
             await asyncio.wait([pending])
+    if pending is not None:
+        await pending
+    if batch:
+        await sink.write_batch(batch)
+    return total
 
 
 def _check_length(resp: aiohttp.ClientResponse, got: int, url: str) -> None:

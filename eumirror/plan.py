@@ -135,6 +135,8 @@ def make_plan(
             step = replace(
                 base, action=Action.LINK, reason=f"verified at {have[0]}", link_from=have[0]
             )
+        elif scheduled.get(image.name) == rooted:
+            step = replace(base, reason="listed twice")
         elif image.name in scheduled:
             step = replace(
                 base,
@@ -146,11 +148,26 @@ def make_plan(
             scheduled[image.name] = rooted
             step = replace(base, reason="new name for the same url" if prior else "new image")
         steps[image.index] = step
+    _keep_previous_once(steps)
     seen_urls.discard("")
     dropped = tuple(url for url in previous if url not in seen_urls)
     return Plan(
         upstream, catalog.top, tuple(steps[i] for i in sorted(steps)), dropped, len(previous)
     )
+
+
+def _keep_previous_once(steps: dict[int, Step]) -> None:
+    """A previous entry is kept at most once, and never by a failed twin of a working entry."""
+    working = {s.source_url for s in steps.values() if s.action is not Action.FAIL}
+    taken: set[str] = set()
+    for index in sorted(steps):
+        step = steps[index]
+        if step.action is not Action.FAIL or not step.previous_url:
+            continue
+        if step.source_url in working or step.previous_url in taken:
+            steps[index] = replace(step, previous_url="")
+        else:
+            taken.add(step.previous_url)
 
 
 def _resolve_quietly(source: Source, fields: Any) -> str:

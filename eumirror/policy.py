@@ -45,8 +45,12 @@ def resolve_image_url(source: Source, image_url: str) -> str:
         raise ImageError(
             f"image url {redact(image_url)!r} contains a space, control character or backslash"
         )
-    resolved = urljoin(source.url, image_url)
-    parts = urlsplit(resolved)
+    try:
+        resolved = urljoin(source.url, image_url)
+        parts = urlsplit(resolved)
+        parts.port  # noqa: B018 (validates the port)
+    except ValueError as exc:
+        raise ImageError(f"image url {redact(image_url)!r} cannot be parsed: {exc}") from None
     scheme = parts.scheme.lower()
     if source.is_file:
         if scheme != "file" or parts.netloc not in ("", "localhost"):
@@ -74,7 +78,10 @@ def local_image_path(source: Source, resolved: str) -> str:
     The caller still checks the real path (symlinks) when it opens the file.
     """
     raw_path = urlsplit(resolved).path
-    decoded = unquote(raw_path, errors="strict")
+    try:
+        decoded = unquote(raw_path, errors="strict")
+    except UnicodeDecodeError:
+        raise ImageError(f"image url {resolved!r} encodes bytes that are not UTF-8") from None
     if "\x00" in decoded or "\\" in decoded:
         raise ImageError(f"image url {resolved!r} encodes a NUL or backslash")
     path = posixpath.normpath(decoded)
@@ -96,12 +103,13 @@ def safe_file_name(url: str, *, fallback: str = "image.tgz") -> str:
         return fallback
     if name.startswith("."):
         name = "_" + name[1:]
-    encoded = name.encode("utf-8")
-    if len(encoded) > MAX_FILE_NAME_BYTES:
+    if len(name.encode("utf-8")) > MAX_FILE_NAME_BYTES:
         stem, dot, ext = name.rpartition(".")
-        ext = ext if dot and len(ext.encode()) <= 16 else ""
-        keep = MAX_FILE_NAME_BYTES - len(ext.encode()) - 1
-        name = (stem or name).encode()[:keep].decode("utf-8", "ignore") + ("." + ext if ext else "")
+        if not (dot and stem and len(ext.encode("utf-8")) <= 16):
+            stem, ext = name, ""
+        suffix = "." + ext if ext else ""
+        keep = MAX_FILE_NAME_BYTES - len(suffix.encode("utf-8"))
+        name = stem.encode("utf-8")[:keep].decode("utf-8", "ignore") + suffix
     return name
 
 
@@ -127,7 +135,8 @@ def redact(url: str) -> str:
     host = parts.hostname or ""
     if ":" in host:
         host = f"[{host}]"
-    netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
+    port = parts.netloc.rpartition("@")[2].rpartition("]")[2].partition(":")[2]
+    netloc = f"***@{host}" + (f":{port}" if port else "")
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 

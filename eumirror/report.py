@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import urllib.request
@@ -12,26 +13,53 @@ from .errors import ExitCode
 from .progress import human_bytes
 from .store import Mirror
 
+DAEMON_ADDRESS = "daemon.json"
+"""Under `.eumirror/`: the running daemon's pid and real listen address (written by the daemon)."""
 
-def from_daemon(config: Config, timeout: float = 2.0) -> dict[str, Any] | None:
-    host = config.status.host
+
+def daemon_urls(config: Config) -> list[str]:
+    """Where a daemon on this root may listen: the address it recorded, then the configured one.
+
+    The recorded address is the real one (also when `[status] listen` asks for port 0); the
+    configured one covers a daemon whose `.eumirror/` this user cannot read.
+    """
+    urls: list[str] = []
+    with contextlib.suppress(OSError, ValueError, TypeError, AttributeError):
+        recorded = json.loads((Mirror(config.root).work / DAEMON_ADDRESS).read_bytes())
+        host, _, port = str(recorded["listen"]).rpartition(":")
+        urls.append(status_url(host.strip("[]"), int(port)))
+    if config.status.port != 0:
+        url = status_url(config.status.host, config.status.port)
+        if url not in urls:
+            urls.append(url)
+    return urls
+
+
+def status_url(host: str, port: int) -> str:
+    """The /status url of a daemon listening on host:port (a wildcard means this machine)."""
     if host in ("0.0.0.0", ""):
         host = "127.0.0.1"
     elif host == "::":
         host = "::1"
     if ":" in host:
         host = f"[{host}]"
-    url = f"http://{host}:{config.status.port}/status"
-    if config.status.port == 0:
-        return None
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            doc = json.loads(resp.read())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(doc, dict) or str(doc.get("root")) != str(config.root):
-        return None
-    return doc
+    return f"http://{host}:{port}/status"
+
+
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+"""The daemon is local: never ask an http_proxy from the environment for it."""
+
+
+def from_daemon(config: Config, timeout: float = 2.0) -> dict[str, Any] | None:
+    for url in daemon_urls(config):
+        try:
+            with _DIRECT.open(url, timeout=timeout) as resp:
+                doc = json.loads(resp.read())
+        except (OSError, ValueError):
+            continue
+        if isinstance(doc, dict) and str(doc.get("root")) == str(config.root):
+            return doc
+    return None
 
 
 def from_disk(config: Config) -> dict[str, Any]:

@@ -22,18 +22,35 @@ from .store import Mirror
 
 
 def schedule_period(schedule: Schedule, now: datetime | None = None) -> float:
-    """The schedule's period: the interval, or for cron the gap between two firings."""
+    """The schedule's period: the interval, or for cron the longest gap between two firings.
+
+    An irregular cron (`0 9 * * 1-5`) has gaps of a day and of three days; health must allow the
+    longest one, or the mirror turns unhealthy every weekend. The gaps are looked at over at least
+    a week (and two gaps), within a bound on the number of firings.
+    """
     if schedule.cron:
         from apscheduler.triggers.cron import CronTrigger
 
         trigger = CronTrigger.from_crontab(schedule.cron, timezone=UTC)
         start = now or datetime.now(UTC)
-        first = trigger.get_next_fire_time(None, start)
-        second = trigger.get_next_fire_time(first, first) if first else None
-        if first and second and second > first:
-            return float((second - first).total_seconds())
-        return 86400.0
+        first = previous = trigger.get_next_fire_time(None, start)
+        longest = 0.0
+        for count in range(_CRON_FIRINGS):
+            if previous is None or first is None:
+                break
+            if count >= 2 and (previous - first).total_seconds() >= _CRON_HORIZON:
+                break
+            following = trigger.get_next_fire_time(previous, previous)
+            if following is None or following <= previous:
+                break
+            longest = max(longest, (following - previous).total_seconds())
+            previous = following
+        return longest or 86400.0
     return float(schedule.interval or 6 * 3600.0)
+
+
+_CRON_FIRINGS = 2000
+_CRON_HORIZON = 8 * 86400.0
 
 
 def health(

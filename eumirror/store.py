@@ -223,8 +223,7 @@ class Mirror:
         try:
             final.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
             self.check_inside(final.parent)
-            with contextlib.suppress(FileNotFoundError):
-                staged.unlink()
+            self.check_inside(src.parent)
             os.link(src, staged)
             os.rename(staged, final)
         except OSError as exc:

@@ -21,7 +21,7 @@ from .catalog import dump_catalog, parse_catalog
 from .config import Config, Upstream
 from .download import PartialFile
 from .errors import CatalogError, EumirrorError, FetchError, StorageError, VerifyError
-from .fetch import Fetcher, Validators
+from .fetch import CatalogFetch, Fetcher, Validators
 from .log import log
 from .plan import (
     Action,
@@ -118,34 +118,88 @@ class Syncer:
         self.published: dict[str, frozenset[str]] = {}
         """Upstreams whose catalog was published in this run -> the dests it points to."""
         self.meta: dict[str, dict[str, Any]] = {}
+        self.touched: set[str] = set()
+        """Upstreams whose files state changed in this run and must be saved."""
 
     # -- the run ----------------------------------------------------------------------------
     async def run(self) -> RunReport:
+        """Fetch every catalog first: when none changed, the inventory is never even loaded."""
         if not self.dry_run:
             await asyncio.to_thread(self.mirror.clear_scratch)
-        await asyncio.to_thread(self._load_inventory)
-        reports = list(
-            await asyncio.gather(*(self._sync_upstream(up) for up in self.config.upstreams))
+        ups = self.config.upstreams
+        reports = [UpstreamReport(up.name, started=self.clock()) for up in ups]
+        began = time.monotonic()
+        fetched = await asyncio.gather(
+            *(
+                self._guard(up, report, self._fetch(up, report))
+                for up, report in zip(ups, reports, strict=True)
+            )
         )
+        if any(f is not None for f in fetched):
+            await asyncio.to_thread(self._load_inventory)
+        await asyncio.gather(
+            *(
+                self._guard(up, report, self._apply(up, report, body))
+                for up, report, body in zip(ups, reports, fetched, strict=True)
+                if body is not None
+            )
+        )
+        for report in reports:
+            report.ended = report.started + (time.monotonic() - began)
+            self._log_report(report)
         if not self.dry_run:
-            for up, report in zip(self.config.upstreams, reports, strict=True):
+            for up, report in zip(ups, reports, strict=True):
                 self._finish(up, report)
             self._clean_partials(reports)
         return RunReport(reports)
 
+    async def _guard(self, up: Upstream, report: UpstreamReport, work: Any) -> Any:
+        """An expected failure fails this upstream only, with its one line."""
+        try:
+            return await work
+        except EumirrorError as exc:
+            report.result = "failure"
+            report.error = exc.line()
+            return None
+
+    def _log_report(self, report: UpstreamReport) -> None:
+        event = log.info if report.result == "success" else log.warning
+        event(
+            "upstream_done",
+            upstream=report.name,
+            result=report.result,
+            images=report.images,
+            reused=report.reused,
+            linked=report.linked,
+            downloaded=report.downloaded,
+            dropped=report.dropped,
+            bytes=report.downloaded_bytes,
+            duration=round(report.ended - report.started, 3),
+            error=report.error or None,
+        )
+
     def _finish(self, up: Upstream, report: UpstreamReport) -> None:
         """After every upstream has settled: clean up, then record state (files before meta)."""
-        files = self.files[up.name]
         referenced = self.published.get(up.name)
         dirty = self.mirror.state_path(up.name, "dirty")
+        meta = self.mirror.load_state(up.name, "meta") or {}
         try:
-            if referenced is not None:
+            oldest = meta.get("removed_since")
+            due = oldest is not None and oldest + self.config.keep_removed <= self.clock()
+            if referenced is None and report.unchanged and due:
+                self.files.setdefault(
+                    up.name, Files.from_doc(self.mirror.load_state(up.name, "files"))
+                )
+                referenced = frozenset(d for _, d in self.files[up.name].published.values())
+                self.touched.add(up.name)
+            files = self.files.get(up.name)
+            if files is not None and referenced is not None:
                 report.deleted = self._collect_garbage(up, files, referenced)
-            if referenced is not None or dirty.exists() or not files.trusted:
+                meta["removed_since"] = min(files.removed.values(), default=None)
+            if files is not None and (up.name in self.touched or dirty.exists()):
                 self.mirror.save_state(up.name, "files", files.to_doc())
                 with contextlib.suppress(FileNotFoundError):
                     dirty.unlink()
-            meta = self.mirror.load_state(up.name, "meta") or {}
             meta.update(self.meta.get(up.name, {}))
             meta["last_run"] = report.to_doc()
             meta["totals"] = add_totals(meta.get("totals"), report)
@@ -176,59 +230,45 @@ class Syncer:
                         log.warning(
                             "unverified_file", upstream=up.name, path=str(path), name=digest.name
                         )
-                if not files.trusted and kept:
-                    log.info("state_rebuilt", upstream=up.name, verified=len(kept))
+                if not files.trusted:
+                    self.touched.add(up.name)
+                    if kept:
+                        log.info("state_rebuilt", upstream=up.name, verified=len(kept))
             files.files = kept
             self.files[up.name] = files
             for dest, rec in kept.items():
                 self.inventory.add(str(rec[0]), f"{up.name}/{dest}")
 
-    async def _sync_upstream(self, up: Upstream) -> UpstreamReport:
-        report = UpstreamReport(up.name, started=self.clock())
-        began = time.monotonic()
-        bound = log.bind(upstream=up.name)
-        try:
-            await self._sync_one(up, report, bound)
-        except EumirrorError as exc:
-            report.result = "failure"
-            report.error = exc.line()
-        report.ended = report.started + (time.monotonic() - began)
-        event = bound.info if report.result == "success" else bound.warning
-        event(
-            "upstream_done",
-            result=report.result,
-            images=report.images,
-            reused=report.reused,
-            linked=report.linked,
-            downloaded=report.downloaded,
-            dropped=report.dropped,
-            bytes=report.downloaded_bytes,
-            duration=round(report.ended - report.started, 3),
-            error=report.error or None,
-        )
-        return report
-
-    async def _sync_one(self, up: Upstream, report: UpstreamReport, bound: Any) -> None:
+    async def _fetch(self, up: Upstream, report: UpstreamReport) -> CatalogFetch | None:
+        """The catalog, or None when it is unchanged since the last complete sync (a success)."""
         mirror = self.mirror
+        mirror.upstream_dir(up.name)
         meta = mirror.load_state(up.name, "meta") or {}
-        files = self.files[up.name]
         conditional = (
             not self.dry_run
             and bool(meta.get("complete"))
-            and files.trusted
             and (mirror.root / up.name / "catalog").exists()
+            and mirror.state_path(up.name, "files").exists()
+            and not mirror.state_path(up.name, "dirty").exists()
         )
         known = (
             Validators(meta.get("etag"), meta.get("last_modified")) if conditional else Validators()
         )
         fetched = await self.fetcher.fetch_catalog(up.source, known)
-        if fetched.body is None:
-            report.result, report.unchanged = "success", True
-            report.images = int(meta.get("images", 0))
-            report.reused = report.images
-            self.published[up.name] = frozenset(dest for _, dest in files.published.values())
-            bound.info("catalog_unchanged", url=redact(up.source.url))
-            return
+        if fetched.body is not None:
+            return fetched
+        report.result, report.unchanged = "success", True
+        report.images = int(meta.get("images", 0))
+        report.reused = report.images
+        log.info("catalog_unchanged", upstream=up.name, url=redact(up.source.url))
+        return None
+
+    async def _apply(self, up: Upstream, report: UpstreamReport, fetched: CatalogFetch) -> None:
+        """Plan against the inventory, bring the files in, publish the catalog."""
+        bound = log.bind(upstream=up.name)
+        mirror = self.mirror
+        files = self.files[up.name]
+        assert fetched.body is not None
         catalog = parse_catalog(fetched.body, max_bytes=self.config.limits.catalog_max_bytes)
         previous = {src: pair[0] for src, pair in files.published.items()}
         plan = make_plan(
@@ -266,6 +306,7 @@ class Syncer:
         body = dump_catalog(plan.top, outcome.images)
         await asyncio.to_thread(mirror.publish_catalog, up.name, body)
         self.published[up.name] = outcome.referenced
+        self.touched.add(up.name)
         files.published = outcome.published
         report.images = len(outcome.images)
         for step in outcome.failed:

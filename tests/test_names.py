@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import zlib
 
 import pytest
@@ -63,7 +64,7 @@ def test_no_chunks_is_the_empty_file() -> None:
 def test_streaming_in_chunks_equals_one_shot(data: bytes, cuts: list[int]) -> None:
     """Feeding the bytes in arbitrary chunks gives the same name, md5 and size as in one go."""
     bounds = sorted({0, len(data), *(c % (len(data) + 1) for c in cuts)})
-    chunks = [data[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+    chunks = [data[a:b] for a, b in itertools.pairwise(bounds)]
     hasher = NameHasher()
     for chunk in chunks:
         hasher.update(memoryview(chunk))

@@ -1,0 +1,546 @@
+#!/usr/bin/env python3
+"""eumirror benchmark: eumirror against rclone, curl, aria2c and md5sum on one nginx upstream.
+
+    python3 bench/run.py [--corpus big|small|catalog|all] [--runs 3] [--scale full|quick|tiny|F]
+                         [--rss-scale] [--out bench/out/results.json]
+
+Prints one table per corpus and the issue's targets with PASS/FAIL, and writes the whole of it as
+JSON. See bench/README.md for what each figure means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import report
+from corpus import Corpus, ensure, params_for
+from tools import (
+    GNU_TIME,
+    LIMIT,
+    PEERS,
+    Sample,
+    eumirror_argv,
+    eumirror_config,
+    measure,
+    missing,
+    peer_script,
+    rclone_env_note,
+    rss_method,
+    tail,
+    write_peer_inputs,
+)
+from upstream import Nginx, find_nginx
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+SCALES = {"full": 1.0, "quick": 0.1, "tiny": 0.001}
+APT_PACKAGES = {
+    "nginx": "nginx",
+    "rclone": "rclone",
+    "curl": "curl",
+    "aria2c": "aria2",
+    GNU_TIME: "time",
+}
+
+
+def parse_scale(text: str) -> float:
+    if text in SCALES:
+        return SCALES[text]
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: a number or one of {list(SCALES)}") from None
+    if not 0 < value <= 16:
+        raise argparse.ArgumentTypeError("scale must be in (0, 16]")
+    return value
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="bench/run.py",
+        description="Benchmark eumirror against download+verify peers on a local nginx upstream.",
+    )
+    p.add_argument("--corpus", choices=("big", "small", "catalog", "all"), default="all")
+    p.add_argument("--runs", type=int, default=3, help="measured runs per contender (default 3)")
+    p.add_argument("--warmup", type=int, default=1, help="unmeasured runs first (default 1)")
+    p.add_argument(
+        "--scale",
+        type=parse_scale,
+        default=1.0,
+        help="shrink the corpora: full (1.0, the issue's sizes), quick (0.1), tiny (0.001), or F",
+    )
+    p.add_argument(
+        "--rss-scale",
+        action="store_true",
+        help="also run eumirror once on big files 4x larger, to check peak RSS stays flat",
+    )
+    p.add_argument("--out", type=Path, default=BENCH / "out" / "results.json")
+    p.add_argument("--corpus-dir", type=Path, default=BENCH / "corpus")
+    p.add_argument(
+        "--work-dir",
+        type=Path,
+        default=BENCH / "out" / "work",
+        help="mirror roots and peer downloads (emptied at the end)",
+    )
+    p.add_argument("--eumirror", help="eumirror executable (default: .venv/bin, then PATH)")
+    p.add_argument("--concurrency", type=int, default=4, help="eumirror's and the peers' (4)")
+    p.add_argument("--timeout", type=float, default=3600.0, help="per command, seconds")
+    p.add_argument(
+        "--no-install", action="store_true", help="never apt-get install a missing nginx or peer"
+    )
+    args = p.parse_args(argv)
+    if args.runs < 1 or args.warmup < 0:
+        p.error("--runs must be >= 1 and --warmup >= 0")
+    return args
+
+
+def say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+# -- environment -----------------------------------------------------------------------------------
+def install_missing(allowed: bool) -> None:
+    """apt-get install nginx and the peers when missing, if we may (root with apt-get)."""
+    wanted = [pkg for exe, pkg in APT_PACKAGES.items() if not _have(exe)]
+    if not wanted or not allowed or os.geteuid() != 0 or not shutil.which("apt-get"):
+        return
+    say(f"installing {' '.join(wanted)} with apt-get ...")
+    if _apt("install", "-y", "-q", *wanted) != 0:
+        _apt("update", "-q")
+        _apt("install", "-y", "-q", *wanted)
+
+
+def _apt(*args: str) -> int:
+    env = os.environ | {"DEBIAN_FRONTEND": "noninteractive"}
+    return subprocess.run(
+        ["apt-get", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        check=False,
+    ).returncode
+
+
+def _have(exe: str) -> bool:
+    if exe == "nginx":
+        return find_nginx() is not None
+    return shutil.which(exe) is not None
+
+
+def find_eumirror(explicit: str | None) -> str | None:
+    candidates = [explicit, os.environ.get("EUMIRROR"), str(REPO / ".venv" / "bin" / "eumirror")]
+    for c in candidates:
+        if c and os.access(c, os.X_OK):
+            return c
+    return shutil.which("eumirror")
+
+
+def version_of(argv: list[str]) -> str:
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=20, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return "not installed"
+    text = (proc.stdout or proc.stderr).strip()
+    return text.splitlines()[0] if text else "?"
+
+
+def environment(eumirror: str, nginx: str) -> dict[str, Any]:
+    commit = version_of(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"])
+    dirty = version_of(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"])
+    return {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "host": {
+            "cpus": os.cpu_count(),
+            "kernel": platform.release(),
+            "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30),
+        },
+        "versions": {
+            "eumirror": version_of([eumirror, "--version"]),
+            "eumirror_commit": commit + ("" if dirty in ("", "?") else " (work tree modified)"),
+            "python": platform.python_version(),
+            "nginx": version_of([nginx, "-v"]),
+            "rclone": version_of(["rclone", "version"]),
+            "curl": version_of(["curl", "--version"]),
+            "aria2c": version_of(["aria2c", "--version"]),
+            "md5sum": version_of(["md5sum", "--version"]),
+        },
+    }
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+def fresh(path: Path) -> Path:
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
+def published_images(root: Path) -> int | None:
+    """How many images the published catalog of upstream `bench` lists (None: none published)."""
+    try:
+        return len(json.loads((root / "bench" / "catalog").read_bytes())["images"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def eumirror_events(log: Path) -> list[dict[str, Any]]:
+    events = []
+    try:
+        with open(log, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                try:
+                    ev = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(ev, dict):
+                    events.append(ev)
+    except OSError:
+        pass
+    return events
+
+
+def download_phase(events: list[dict[str, Any]]) -> tuple[float, int]:
+    """Span from the first download's start to the last one's end, and how many downloads.
+
+    Each `image_downloaded` event is logged when its download ends ("timestamp") and says how
+    long it took since it got a download slot ("duration"), so its start is the difference.
+    """
+    starts: list[float] = []
+    ends: list[float] = []
+    for ev in events:
+        if ev.get("event") == "image_downloaded":
+            end = datetime.fromisoformat(str(ev["timestamp"])).timestamp()
+            ends.append(end)
+            starts.append(end - float(ev.get("duration") or 0.0))
+    return (max(ends) - min(starts) if ends else 0.0), len(ends)
+
+
+def problems(events: list[dict[str, Any]]) -> list[str]:
+    """Warnings and errors eumirror logged (first few), to report with the run."""
+    bad = [ev for ev in events if ev.get("level") in ("warning", "error", "critical")]
+    return [
+        f"{ev.get('event')}: {ev.get('error') or ev.get('result') or ''}".strip() for ev in bad[:3]
+    ]
+
+
+class Runner:
+    """Runs contenders against one corpus and one nginx, with the options of the command line."""
+
+    def __init__(self, args: argparse.Namespace, eumirror: str, work: Path) -> None:
+        self.args = args
+        self.eumirror = eumirror
+        self.work = work
+
+    def run_eumirror(
+        self, root: Path, catalog_url: str, tag: str, *, expect_images: int | None
+    ) -> tuple[Sample, list[dict[str, Any]]]:
+        config = self.work / f"eumirror-{tag}.toml"
+        eumirror_config(config, root, catalog_url, self.args.concurrency)
+        log = self.work / f"eumirror-{tag}.log"
+        os.sync()  # earlier runs' writeback must not land on this one
+        sample = measure(
+            eumirror_argv(self.eumirror, config),
+            cwd=self.work,
+            stdout=self.work / f"eumirror-{tag}.out",
+            stderr=log,
+            timeout=self.args.timeout,
+        )
+        events = eumirror_events(log)
+        if sample.rc != 0:
+            sample.note = f"exit {sample.rc}: {tail(log, 2)}"
+        elif expect_images is not None and published_images(root) != expect_images:
+            sample.note = f"published {published_images(root)} images, expected {expect_images}"
+        return sample, events
+
+    # -- big and small -----------------------------------------------------------------------------
+    def files_corpus(self, corpus: Corpus, nginx: Nginx) -> dict[str, Any]:
+        args = self.args
+        nginx.serve_catalog(corpus.catalog)
+        write_peer_inputs(corpus, nginx.url, self.work)
+        contenders: list[tuple[str, str]] = [("eumirror", "eumirror sync --once")]
+        result: dict[str, Any] = {
+            "files": corpus.files,
+            "file_bytes": corpus.params.size,
+            "bytes": corpus.bytes,
+            "tools": {},
+            "ratios": {},
+        }
+        for peer in PEERS:
+            gone = missing(peer)
+            if gone:
+                result["tools"][peer.key] = {
+                    "label": peer.label,
+                    "skipped": f"not installed: {', '.join(gone)}",
+                }
+            else:
+                contenders.append((peer.key, peer.label))
+        samples: dict[str, list[Sample]] = {key: [] for key, _ in contenders}
+        rounds = args.warmup + args.runs
+        dest = self.work / "dest"
+        for rnd in range(rounds):
+            shift = rnd % len(contenders)
+            order = contenders[shift:] + contenders[:shift]  # alternate who goes first
+            for key, _ in order:
+                fresh(dest)
+                if key == "eumirror":
+                    sample, _ = self.run_eumirror(
+                        dest, f"{nginx.url}/catalog", corpus.params.kind, expect_images=corpus.files
+                    )
+                else:
+                    script = peer_script(key, corpus, nginx.url, dest, self.work, args.concurrency)
+                    log = self.work / f"{key}.log"
+                    if key != LIMIT:
+                        os.sync()
+                    sample = measure(
+                        ["bash", "-c", script],
+                        cwd=self.work,
+                        stdout=log,
+                        stderr=log,
+                        timeout=args.timeout,
+                    )
+                    if sample.rc != 0:
+                        sample.note = f"exit {sample.rc}: {tail(log, 2)}"
+                measured = rnd >= args.warmup
+                if measured:
+                    samples[key].append(sample)
+                status = "ok" if sample.ok else "FAILED " + sample.note
+                which = f"run {rnd - args.warmup + 1}" if measured else "warm-up"
+                say(
+                    f"  {corpus.params.kind} {which}"
+                    f" {key:<12} {sample.wall:8.3f} s  {corpus.bytes / sample.wall / 1e6:8.1f} MB/s"
+                    f"  {sample.rss_kib / 1024:7.1f} MiB  {status}"
+                )
+        shutil.rmtree(dest, ignore_errors=True)
+        for key, label in contenders:
+            doc = report.summarise(samples[key], corpus.bytes) | {"label": label}
+            bad = [s.note for s in samples[key] if not s.ok]
+            if bad:
+                doc["error"] = bad[0]
+            result["tools"][key] = doc
+        # keep the printed order: eumirror first, then the peers as listed
+        order = ["eumirror", *(p.key for p in PEERS)]
+        result["tools"] = {k: result["tools"][k] for k in order if k in result["tools"]}
+        eum = result["tools"]["eumirror"].get("median_s")
+        for key, doc in result["tools"].items():
+            if key != "eumirror" and eum and doc.get("median_s"):
+                result["ratios"][key] = round(doc["median_s"] / eum, 3)
+        return result
+
+    def rss_scale(self, corpus: Corpus, nginx: Nginx) -> dict[str, Any]:
+        """One eumirror run on 4x bigger big files: peak RSS should not grow with file size."""
+        nginx.serve_catalog(corpus.catalog)
+        dest = fresh(self.work / "dest")
+        sample, _ = self.run_eumirror(
+            dest, f"{nginx.url}/catalog", "big4x", expect_images=corpus.files
+        )
+        shutil.rmtree(dest, ignore_errors=True)
+        say(
+            f"  big 4x eumirror {sample.wall:8.3f} s"
+            f"  {corpus.bytes / sample.wall / 1e6:8.1f} MB/s"
+            f"  {sample.rss_kib / 1024:7.1f} MiB  {'ok' if sample.ok else 'FAILED ' + sample.note}"
+        )
+        return report.summarise([sample], corpus.bytes) | {
+            "files": corpus.files,
+            "file_bytes": corpus.params.size,
+            "bytes": corpus.bytes,
+        }
+
+    # -- the 100k catalog --------------------------------------------------------------------------
+    def catalog_corpus(self, corpus: Corpus, nginx: Nginx) -> dict[str, Any]:
+        args = self.args
+        nxt = corpus.manifest["next"]
+        root = self.work / "catalog-root"
+        pristine = self.work / "catalog-synced"
+        url = f"{nginx.url}/catalog"
+        result: dict[str, Any] = {
+            "images": corpus.files,
+            "file_bytes": corpus.params.size,
+            "next": nxt,
+        }
+
+        # first sync into an empty root: builds the mirror the other cases start from
+        nginx.serve_catalog(corpus.catalog)
+        shutil.rmtree(root, ignore_errors=True)
+        shutil.rmtree(pristine, ignore_errors=True)
+        nginx.log.mark()
+        sample, events = self.run_eumirror(root, url, "catalog-first", expect_images=corpus.files)
+        first = report.summarise([sample]) | {
+            "tarball_requests": [_tarball_requests(nginx)],
+            "problems": problems(events),
+        }
+        result["first_sync"] = first
+        say(
+            f"  catalog first sync {sample.wall:8.3f} s  {sample.rss_kib / 1024:7.1f} MiB"
+            f"  {'ok' if sample.ok else 'FAILED ' + sample.note}"
+        )
+        if not sample.ok:
+            return result
+        os.replace(root, pristine)
+
+        def restore() -> None:
+            shutil.rmtree(root, ignore_errors=True)
+            subprocess.run(["cp", "-a", str(pristine), str(root)], check=True)
+
+        # no-op: the same catalog again on the synced root
+        restore()
+        noop: list[Sample] = []
+        noop_reqs: list[int] = []
+        catalog_status: list[int] = []
+        noop_problems: list[str] = []
+        for rnd in range(args.warmup + args.runs):
+            nginx.log.mark()
+            sample, events = self.run_eumirror(
+                root, url, "catalog-noop", expect_images=corpus.files
+            )
+            reqs = _tarball_requests(nginx)
+            status = [s for _, uri, s in nginx.log.since_mark() if uri == "/catalog"]
+            measured = rnd >= args.warmup
+            if measured:
+                noop.append(sample)
+                noop_reqs.append(reqs)
+                catalog_status += status
+                noop_problems += problems(events)
+            say(
+                f"  catalog no-op {'run' if measured else 'warm-up'} {sample.wall:8.3f} s"
+                f"  {sample.rss_kib / 1024:7.1f} MiB  tarball requests {reqs}"
+                f"  catalog {status}  {'ok' if sample.ok else 'FAILED ' + sample.note}"
+            )
+        result["noop"] = report.summarise(noop) | {
+            "tarball_requests": noop_reqs,
+            "catalog_status": catalog_status,
+            "problems": noop_problems,
+        }
+
+        # 1 % change: the next catalog on a fresh copy of the synced root, each run
+        nginx.serve_catalog(corpus.next_catalog)
+        change: list[Sample] = []
+        change_reqs: list[int] = []
+        spans: list[Sample] = []
+        phases: list[dict[str, Any]] = []
+        change_problems: list[str] = []
+        for rnd in range(args.warmup + args.runs):
+            restore()
+            nginx.log.mark()
+            sample, events = self.run_eumirror(
+                root, url, "catalog-change", expect_images=nxt["images"]
+            )
+            reqs = _tarball_requests(nginx)
+            span, downloads = download_phase(events)
+            done = next((ev for ev in events if ev.get("event") == "upstream_done"), {})
+            if downloads != nxt["new_tarballs"] and sample.ok:
+                sample.note = f"downloaded {downloads} tarballs, expected {nxt['new_tarballs']}"
+            measured = rnd >= args.warmup
+            if measured:
+                change.append(sample)
+                change_reqs.append(reqs)
+                spans.append(Sample(sample.wall - span, sample.rss_kib, sample.rc, sample.note))
+                phases.append(
+                    {
+                        "wall_s": round(sample.wall, 4),
+                        "download_phase_s": round(span, 4),
+                        "downloads": downloads,
+                        "upstream_done_duration_s": done.get("duration"),
+                    }
+                )
+                change_problems += problems(events)
+            say(
+                f"  catalog 1% change {'run' if measured else 'warm-up'} {sample.wall:8.3f} s"
+                f" (downloads {span:.3f} s)  {sample.rss_kib / 1024:7.1f} MiB"
+                f"  tarball requests {reqs}  {'ok' if sample.ok else 'FAILED ' + sample.note}"
+            )
+        pp = report.summarise(spans)
+        result["change"] = report.summarise(change) | {
+            "tarball_requests": change_reqs,
+            "plan_publish": {k: pp[k] for k in ("median_s", "min_s", "max_s") if k in pp},
+            "phases": phases,
+            "problems": change_problems,
+        }
+        shutil.rmtree(root, ignore_errors=True)
+        shutil.rmtree(pristine, ignore_errors=True)
+        return result
+
+
+def _tarball_requests(nginx: Nginx) -> int:
+    return sum(1 for _, uri, _ in nginx.log.since_mark() if uri != "/catalog")
+
+
+# -- main ------------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    install_missing(not args.no_install)
+    nginx_bin = find_nginx()
+    if nginx_bin is None:
+        say("nginx is required for the upstream: apt-get install nginx (or nginx-light)")
+        return 2
+    eumirror = find_eumirror(args.eumirror)
+    if eumirror is None:
+        say("eumirror not found: pip install -e . (from the repository), or pass --eumirror PATH")
+        return 2
+    rclone_env_note()
+    kinds = ["big", "small", "catalog"] if args.corpus == "all" else [args.corpus]
+    work = fresh(args.work_dir.resolve())
+    results: dict[str, Any] = {
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "settings": {
+            "corpus": args.corpus,
+            "runs": args.runs,
+            "warmup": args.warmup,
+            "scale": args.scale,
+            "concurrency": args.concurrency,
+            "eumirror": eumirror,
+            "rss_method": rss_method(),
+        },
+        "environment": environment(eumirror, nginx_bin),
+        "corpora": {},
+    }
+    if args.scale != 1.0:
+        say(f"NOTE: scale {args.scale}: corpora are not the issue's sizes; targets are indicative")
+    runner = Runner(args, eumirror, work)
+    began = time.monotonic()
+    try:
+        for kind in kinds:
+            corpus = ensure(params_for(kind, args.scale), args.corpus_dir)
+            say(f"\n== {kind}: {_describe(corpus)}; {args.runs} runs after {args.warmup} warm-up")
+            with Nginx(nginx_bin, corpus.path) as nginx:
+                if kind == "catalog":
+                    res = runner.catalog_corpus(corpus, nginx)
+                    results["corpora"][kind] = res
+                    say("\n" + report.catalog_table(res))
+                else:
+                    res = runner.files_corpus(corpus, nginx)
+                    results["corpora"][kind] = res
+                    say("\n" + report.files_table(res))
+            if kind == "big" and args.rss_scale:
+                bigger = ensure(params_for("big", args.scale, size_factor=4), args.corpus_dir)
+                say(f"\n== big 4x (RSS check): {_describe(bigger)}; 1 run")
+                with Nginx(nginx_bin, bigger.path) as nginx:
+                    results["rss_scale"] = runner.rss_scale(bigger, nginx)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    results["elapsed_s"] = round(time.monotonic() - began, 1)
+    results["targets"] = report.targets(results)
+    say("\n== targets (from the issue)")
+    say(report.targets_table(results["targets"]))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    say(f"\nresults: {args.out}")
+    return 0
+
+
+def _describe(corpus: Corpus) -> str:
+    size = corpus.params.size
+    each = f"{size / 2**20:g} MiB" if size >= 2**20 else f"{size / 1024:g} KiB"
+    return f"{corpus.files} x {each} = {corpus.bytes / 1e6:.1f} MB"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
