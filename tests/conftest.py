@@ -185,3 +185,12 @@ def mirror(tmp_path: Path, server: ThreadedFaultServer) -> Mirror:
 @pytest.fixture
 def rng() -> random.Random:
     return random.Random(1234)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--crash-iterations",
+        type=int,
+        default=int(os.environ.get("EUMIRROR_CRASH_ITERATIONS", "8")),
+        help="SIGKILLs in the crash-consistency test (CI: 8; the slow run: 100)",
+    )
