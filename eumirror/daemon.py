@@ -224,6 +224,10 @@ class Daemon:
                 await self.runner.cleanup()
             for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
                 loop.remove_signal_handler(signum)
+                # Removing a handler restores the default action, which for these three is to
+                # die: a second SIGTERM (or a late SIGHUP) must not turn a clean exit into one.
+                if signum != signal.SIGINT:
+                    signal.signal(signum, signal.SIG_IGN)
         log.info("stopped")
         return int(ExitCode.OK)
 

@@ -85,8 +85,11 @@ class PartialFile:
         self._hasher = NameHasher()
         self.offset = 0
 
+    def current_name(self) -> str:
+        return self._hasher.name()
+
     async def finish(self, expected_name: str) -> FileDigest:
-        """Verify the name and make the bytes durable; wrong bytes are deleted at once."""
+        """Verify the name; wrong bytes are deleted at once. The caller flushes (in a batch)."""
         digest = FileDigest(self._hasher.name(), self._hasher.size, self._hasher.md5_hex())
         if digest.name != expected_name:
             self.discard()
@@ -96,15 +99,13 @@ class PartialFile:
                 hint="the upstream serves other bytes than its catalog names; "
                 "report it to the publisher",
             )
-        try:
-            await asyncio.to_thread(os.fsync, self._fd)
-        except OSError as exc:
-            self.discard()
-            raise storage_error(exc, self.path, "flushing") from None
         self.close()
+        return digest
+
+    def forget_meta(self) -> None:
+        """Once published, the resume validators are of no use."""
         with contextlib.suppress(OSError):
             self.meta_path.unlink()
-        return digest
 
     def close(self) -> None:
         if self._fd >= 0:

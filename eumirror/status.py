@@ -6,10 +6,11 @@ thin shells around them.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from aiohttp import web
@@ -29,24 +30,31 @@ def schedule_period(schedule: Schedule, now: datetime | None = None) -> float:
     a week (and two gaps), within a bound on the number of firings.
     """
     if schedule.cron:
-        from apscheduler.triggers.cron import CronTrigger
-
-        trigger = CronTrigger.from_crontab(schedule.cron, timezone=UTC)
         start = now or datetime.now(UTC)
-        first = previous = trigger.get_next_fire_time(None, start)
-        longest = 0.0
-        for count in range(_CRON_FIRINGS):
-            if previous is None or first is None:
-                break
-            if count >= 2 and (previous - first).total_seconds() >= _CRON_HORIZON:
-                break
-            following = trigger.get_next_fire_time(previous, previous)
-            if following is None or following <= previous:
-                break
-            longest = max(longest, (following - previous).total_seconds())
-            previous = following
-        return longest or 86400.0
+        return _cron_period(schedule.cron, start.astimezone(UTC).date().toordinal())
     return float(schedule.interval or 6 * 3600.0)
+
+
+@functools.lru_cache(maxsize=16)
+def _cron_period(cron: str, day: int) -> float:
+    """Longest gap between firings from the start of `day` on (cached: /metrics asks often)."""
+    from apscheduler.triggers.cron import CronTrigger
+
+    trigger = CronTrigger.from_crontab(cron, timezone=UTC)
+    start = datetime.combine(date.fromordinal(day), datetime.min.time(), UTC)
+    first = previous = trigger.get_next_fire_time(None, start)
+    longest = 0.0
+    for count in range(_CRON_FIRINGS):
+        if previous is None or first is None:
+            break
+        if count >= 2 and (previous - first).total_seconds() >= _CRON_HORIZON:
+            break
+        following = trigger.get_next_fire_time(previous, previous)
+        if following is None or following <= previous:
+            break
+        longest = max(longest, (following - previous).total_seconds())
+        previous = following
+    return longest or 86400.0
 
 
 _CRON_FIRINGS = 2000

@@ -603,3 +603,24 @@ def test_sigterm_mid_download_cleans_up_and_exits_143(upstream: Upstream,
     assert not (mirror.root / "up" / "catalog").exists()
     only_verified_under(mirror)
     assert mirror.sync().returncode == 0
+
+
+def test_complete_partial_from_a_killed_run_is_published_without_a_request(
+    upstream: Upstream, server: ThreadedFaultServer, mirror: Mirror
+) -> None:
+    """A partial that already holds every verified byte (killed before its rename) is reused."""
+    import hashlib
+
+    data = tarball(1, 100_000)
+    upstream.add("a/img.tgz", data)
+    upstream.write()
+    partial_dir = mirror.root / ".eumirror" / "partial"
+    partial_dir.mkdir(parents=True)
+    key = hashlib.sha1(f"{server.url}/a/img.tgz".encode()).hexdigest()[:16]
+    (partial_dir / f"up.{name_of(data)}.{key}.part").write_bytes(data)
+
+    done = mirror.sync()
+
+    assert done.returncode == 0, done.stderr
+    assert server.requests("/a/img.tgz") == 0
+    assert_published_verifies(mirror)
