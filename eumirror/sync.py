@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import ctypes.util
 import hashlib
 import os
 import time
@@ -24,6 +22,7 @@ from .config import Config, Upstream
 from .download import PartialFile
 from .errors import CatalogError, EumirrorError, FetchError, ImageError, StorageError, VerifyError
 from .fetch import CatalogFetch, Fetcher, Validators
+from .inventory import clean_partials, collect_garbage, load_inventory
 from .log import log
 from .plan import (
     Action,
@@ -36,19 +35,7 @@ from .plan import (
     shrink_refusal,
 )
 from .policy import redact
-from .store import (
-    FileDigest,
-    Files,
-    Mirror,
-    hash_file,
-    record_of,
-    scan_unknown,
-    still_verified,
-    storage_error,
-)
-
-STALE_PARTIAL_SECONDS = 7 * 86400
-_LIBC = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True) if os.name == "posix" else None
+from .store import FileDigest, Files, Mirror, record_of, storage_error, syncfs
 
 
 @dataclass
@@ -148,7 +135,11 @@ class Syncer:
             )
         )
         if any(f is not None for f in fetched):
-            await asyncio.to_thread(self._load_inventory)
+            files, self.inventory, rebuilt = await asyncio.to_thread(
+                load_inventory, self.mirror, [up.name for up in ups]
+            )
+            self.files.update(files)
+            self.touched |= rebuilt
         await asyncio.gather(
             *(
                 self._guard(up, report, self._apply(up, report, body))
@@ -162,7 +153,8 @@ class Syncer:
         if not self.dry_run:
             for up, report in zip(ups, reports, strict=True):
                 self._finish(up, report)
-            self._clean_partials(reports)
+            done = {r.name for r in reports if r.catalog_ok}
+            clean_partials(self.mirror, keep=self.active_partials, upstreams=done)
         return RunReport(reports)
 
     async def _guard(self, up: Upstream, report: UpstreamReport, work: Any) -> Any:
@@ -206,7 +198,14 @@ class Syncer:
                 self.touched.add(up.name)
             files = self.files.get(up.name)
             if files is not None and referenced is not None:
-                report.deleted = self._collect_garbage(up, files, referenced)
+                report.deleted = collect_garbage(
+                    self.mirror,
+                    up.name,
+                    files,
+                    referenced,
+                    now=self.clock(),
+                    keep_removed=self.config.keep_removed,
+                )
                 meta["removed_since"] = min(files.removed.values(), default=None)
             if files is not None and (up.name in self.touched or dirty.exists()):
                 self.mirror.save_state(up.name, "files", files.to_doc())
@@ -220,36 +219,6 @@ class Syncer:
             self.mirror.save_state(up.name, "meta", meta)
         except StorageError as exc:
             log.error("state_not_saved", upstream=up.name, error=exc.line())
-
-    def _load_inventory(self) -> None:
-        """What is verified on disk, from the state, re-verified where the state cannot vouch."""
-        for up in self.config.upstreams:
-            files = Files.from_doc(self.mirror.load_state(up.name, "files"))
-            folder = self.mirror.root / up.name
-            kept = {
-                dest: rec for dest, rec in files.files.items() if still_verified(folder / dest, rec)
-            }
-            dirty = self.mirror.state_path(up.name, "dirty").exists()
-            if not files.trusted or dirty:
-                for dest, path in scan_unknown(folder, kept):
-                    try:
-                        digest = hash_file(path)
-                    except OSError:
-                        continue
-                    if dest.split("/")[1] == digest.name:
-                        kept[dest] = record_of(path, digest)
-                    else:
-                        log.warning(
-                            "unverified_file", upstream=up.name, path=str(path), name=digest.name
-                        )
-                if not files.trusted:
-                    self.touched.add(up.name)
-                    if kept:
-                        log.info("state_rebuilt", upstream=up.name, verified=len(kept))
-            files.files = kept
-            self.files[up.name] = files
-            for dest, rec in kept.items():
-                self.inventory.add(str(rec[0]), f"{up.name}/{dest}")
 
     async def _fetch(self, up: Upstream, report: UpstreamReport) -> CatalogFetch | None:
         """The catalog, or None when it is unchanged since the last complete sync (a success)."""
@@ -501,53 +470,6 @@ class Syncer:
             return {}
         return {img.url: img.fields for img in old.images}
 
-    def _collect_garbage(self, up: Upstream, files: Files, referenced: frozenset[str]) -> int:
-        """Delete files the live catalog no longer points to, once keep_removed has passed."""
-        now = self.clock()
-        deleted = 0
-        folder = self.mirror.root / up.name
-        for dest in list(files.files):
-            if dest in referenced:
-                files.removed.pop(dest, None)
-                continue
-            since = files.removed.setdefault(dest, now)
-            if now - since < self.config.keep_removed:
-                continue
-            path = folder / dest
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-            with contextlib.suppress(OSError):
-                path.parent.rmdir()
-            files.files.pop(dest, None)
-            files.removed.pop(dest, None)
-            deleted += 1
-            log.info("image_deleted", upstream=up.name, path=dest)
-        for dest in list(files.removed):
-            if dest not in files.files:
-                files.removed.pop(dest)
-        return deleted
-
-    def _clean_partials(self, reports: list[UpstreamReport]) -> None:
-        """Drop partial downloads nobody will resume: not planned now, or very old."""
-        fetched = {r.name for r in reports if r.catalog_ok}
-        now = time.time()
-        try:
-            entries = list(os.scandir(self.mirror.partial))
-        except OSError:
-            return
-        for entry in entries:
-            path = Path(entry.path)
-            if path in self.active_partials or path.with_suffix(".part") in self.active_partials:
-                continue
-            upstream = entry.name.split(".", 1)[0]
-            try:
-                old = now - entry.stat().st_mtime > STALE_PARTIAL_SECONDS
-            except OSError:
-                continue
-            if upstream in fetched or old:
-                with contextlib.suppress(OSError):
-                    path.unlink()
-
 
 @dataclass(frozen=True)
 class Fetched:
@@ -556,20 +478,6 @@ class Fetched:
     step: Step
     partial: PartialFile
     digest: FileDigest
-
-
-def syncfs(path: Path) -> None:
-    """Flush the filesystem that holds `path` (one call for a whole batch of files)."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        if _LIBC is not None and hasattr(_LIBC, "syncfs"):
-            if _LIBC.syncfs(fd) != 0:
-                code = ctypes.get_errno()
-                raise OSError(code, os.strerror(code))
-        else:
-            os.sync()
-    finally:
-        os.close(fd)
 
 
 def add_totals(totals: Any, report: UpstreamReport) -> dict[str, Any]:

@@ -1,0 +1,117 @@
+"""What is verified on disk, and cleaning up what nothing needs any more.
+
+The state records what was verified (name, size, md5, mtime); a cheap stat confirms a record. A
+state that is missing or corrupt, or a run that was cut off while placing files, is rebuilt by
+re-hashing the files under `<U>/images/`, never trusted blindly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+from .log import log
+from .plan import Inventory
+from .store import Files, Mirror, hash_file, record_of, scan_unknown, still_verified
+
+STALE_PARTIAL_SECONDS = 7 * 86400
+
+
+def load_inventory(
+    mirror: Mirror, upstreams: Iterable[str]
+) -> tuple[dict[str, Files], Inventory, set[str]]:
+    """Each upstream's files state, all verified files by name, and the rebuilt upstreams."""
+    all_files: dict[str, Files] = {}
+    inventory = Inventory()
+    rebuilt: set[str] = set()
+    for name in upstreams:
+        files = Files.from_doc(mirror.load_state(name, "files"))
+        folder = mirror.root / name
+        kept = {
+            dest: rec for dest, rec in files.files.items() if still_verified(folder / dest, rec)
+        }
+        if not files.trusted or mirror.state_path(name, "dirty").exists():
+            kept.update(_reverify(name, folder, kept))
+            if not files.trusted:
+                rebuilt.add(name)
+                if kept:
+                    log.info("state_rebuilt", upstream=name, verified=len(kept))
+        files.files = kept
+        all_files[name] = files
+        for dest, rec in kept.items():
+            inventory.add(str(rec[0]), f"{name}/{dest}")
+    return all_files, inventory, rebuilt
+
+
+def _reverify(
+    upstream: str, folder: Path, known: dict[str, list[object]]
+) -> dict[str, list[object]]:
+    found: dict[str, list[object]] = {}
+    for dest, path in scan_unknown(folder, known):
+        try:
+            digest = hash_file(path)
+        except OSError:
+            continue
+        if dest.split("/")[1] == digest.name:
+            found[dest] = record_of(path, digest)
+        else:
+            log.warning("unverified_file", upstream=upstream, path=str(path), name=digest.name)
+    return found
+
+
+def collect_garbage(
+    mirror: Mirror,
+    upstream: str,
+    files: Files,
+    referenced: frozenset[str],
+    *,
+    now: float,
+    keep_removed: float,
+) -> int:
+    """Delete files the live catalog no longer points to, once keep_removed has passed."""
+    deleted = 0
+    folder = mirror.root / upstream
+    for dest in list(files.files):
+        if dest in referenced:
+            files.removed.pop(dest, None)
+            continue
+        since = files.removed.setdefault(dest, now)
+        if now - since < keep_removed:
+            continue
+        path = folder / dest
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        with contextlib.suppress(OSError):
+            path.parent.rmdir()
+        files.files.pop(dest, None)
+        files.removed.pop(dest, None)
+        deleted += 1
+        log.info("image_deleted", upstream=upstream, path=dest)
+    for dest in list(files.removed):
+        if dest not in files.files:
+            files.removed.pop(dest)
+    return deleted
+
+
+def clean_partials(mirror: Mirror, *, keep: set[Path], upstreams: set[str]) -> None:
+    """Drop partial downloads nobody will resume: not planned now, or very old."""
+    now = time.time()
+    try:
+        entries = list(os.scandir(mirror.partial))
+    except OSError:
+        return
+    for entry in entries:
+        path = Path(entry.path)
+        if path in keep or path.with_suffix(".part") in keep:
+            continue
+        upstream = entry.name.split(".", 1)[0]
+        try:
+            old = now - entry.stat().st_mtime > STALE_PARTIAL_SECONDS
+        except OSError:
+            continue
+        if upstream in upstreams or old:
+            with contextlib.suppress(OSError):
+                path.unlink()
