@@ -163,7 +163,7 @@ class Daemon:
         )
         log.info(
             "sync_done",
-            result="success" if report.ok else "failure",
+            result=report.result,
             duration=round(time.monotonic() - began, 3),
             upstreams=len(report.upstreams),
         )

@@ -74,6 +74,13 @@ class RunReport:
     def ok(self) -> bool:
         return all(u.result == "success" for u in self.upstreams)
 
+    @property
+    def result(self) -> str:
+        """success, partial (every catalog published, some image failed) or failure."""
+        if self.ok:
+            return "success"
+        return "partial" if all(u.catalog_ok for u in self.upstreams) else "failure"
+
 
 @dataclass
 class Progress:
