@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +19,7 @@ CATALOG_VERSION = "eustore-catalog-2011-12-29"
 UTF8_BOM = b"\xef\xbb\xbf"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Image:
     """A well-formed image entry; `fields` is the upstream object exactly as parsed."""
 
@@ -45,11 +45,11 @@ class Catalog:
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in obj:
-            raise ValueError(f"duplicate key {key!r}")
-        obj[key] = value
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        duplicate = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+        raise ValueError(f"duplicate key {duplicate!r}")
     return obj
 
 
@@ -132,24 +132,25 @@ def dump_catalog(top: Mapping[str, Any], images: Iterable[Mapping[str, Any]]) ->
     """Serialise with the top-level keys in their order and one image per line.
 
     One `json.dumps` per image keeps the C encoder (indent= would fall back to pure Python) while
-    leaving the document readable and diff-friendly.
+    leaving the document readable and diff-friendly; rows are encoded one by one and joined once.
     """
-    parts: list[str] = ["{"]
-    keys: Sequence[str] = list(top.keys()) if "images" in top else [*top.keys(), "images"]
+    keys = list(top.keys()) if "images" in top else [*top.keys(), "images"]
+    out: list[bytes] = [b"{\n"]
     for position, key in enumerate(keys):
-        comma = "," if position < len(keys) - 1 else ""
+        comma = b",\n" if position < len(keys) - 1 else b"\n"
         if key == "images":
-            rows = [_encodable(image) for image in images]
-            if rows:
-                parts.append(' "images": [')
-                parts.append(",\n".join("  " + row for row in rows))
-                parts.append(" ]" + comma)
-            else:
-                parts.append(' "images": []' + comma)
+            out.append(b' "images": [')
+            first = True
+            for image in images:
+                out.append(b"\n  " if first else b",\n  ")
+                out.append(_encodable(image).encode("utf-8"))
+                first = False
+            out.append(b"]" if first else b"\n ]")
         else:
-            parts.append(f" {_encodable(key)}: {_encodable(top[key])}{comma}")
-    parts.append("}\n")
-    return "\n".join(parts).encode("utf-8")
+            out.append(f" {_encodable(key)}: {_encodable(top[key])}".encode())
+        out.append(comma)
+    out.append(b"}\n")
+    return b"".join(out)
 
 
 def _encodable(value: Any) -> str:

@@ -59,7 +59,7 @@ class Sink(Protocol):
         """Called once the response headers are in: may refuse (no space)."""
 
 
-@dataclass(frozen=True)
+@dataclass
 class CatalogFetch:
     body: bytes | None
     """None when the upstream answered 'not modified'."""

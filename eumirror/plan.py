@@ -7,9 +7,9 @@ each image whether to reuse, link, download or fail it, and which published imag
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, overload
 
 from .catalog import Catalog
 from .errors import EumirrorError
@@ -23,7 +23,7 @@ class Action(enum.StrEnum):
     FAIL = "fail"  # malformed or forbidden entry
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Step:
     index: int
     action: Action
@@ -119,34 +119,31 @@ def make_plan(
         dest = image_dest(image.name, source_url)
         rooted = f"{upstream}/{dest}"
         have = inventory.find(image.name)
-        base = Step(
+        link_from = ""
+        if rooted in have:
+            action, reason = Action.REUSE, "verified"
+        elif have:
+            action, reason, link_from = Action.LINK, f"verified at {have[0]}", have[0]
+        elif scheduled.get(image.name) == rooted:
+            action, reason = Action.DOWNLOAD, "listed twice"
+        elif image.name in scheduled:
+            action, reason = Action.LINK, "same name as another image"
+            link_from = scheduled[image.name]
+        else:
+            scheduled[image.name] = rooted
+            action = Action.DOWNLOAD
+            reason = "new name for the same url" if prior else "new image"
+        step = Step(
             image.index,
-            Action.DOWNLOAD,
-            "",
+            action,
+            reason,
             image.fields,
             image.name,
             source_url,
             dest,
-            previous_url=prior,
+            link_from,
+            prior,
         )
-        if rooted in have:
-            step = replace(base, action=Action.REUSE, reason="verified")
-        elif have:
-            step = replace(
-                base, action=Action.LINK, reason=f"verified at {have[0]}", link_from=have[0]
-            )
-        elif scheduled.get(image.name) == rooted:
-            step = replace(base, reason="listed twice")
-        elif image.name in scheduled:
-            step = replace(
-                base,
-                action=Action.LINK,
-                reason="same name as another image",
-                link_from=scheduled[image.name],
-            )
-        else:
-            scheduled[image.name] = rooted
-            step = replace(base, reason="new name for the same url" if prior else "new image")
         steps[image.index] = step
     _keep_previous_once(steps)
     seen_urls.discard("")
@@ -196,9 +193,49 @@ def shrink_refusal(plan: Plan, max_shrink: float) -> str:
     return ""
 
 
+class Entries(Sequence[Mapping[str, Any]]):
+    """The new catalog's images; an entry gets its local url only when read, so publishing a
+    large catalog never holds a second copy of every image object."""
+
+    __slots__ = ("_rows",)
+
+    def __init__(self) -> None:
+        self._rows: list[tuple[Mapping[str, Any], str | None]] = []
+
+    def add(self, fields: Mapping[str, Any], url: str | None = None) -> None:
+        self._rows.append((fields, url))
+
+    @staticmethod
+    def _merge(row: tuple[Mapping[str, Any], str | None]) -> Mapping[str, Any]:
+        fields, url = row
+        return fields if url is None else {**fields, "url": url}
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    @overload
+    def __getitem__(self, index: int) -> Mapping[str, Any]: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Mapping[str, Any]]: ...
+
+    def __getitem__(self, index: int | slice) -> Any:
+        if isinstance(index, slice):
+            return [self._merge(row) for row in self._rows[index]]
+        return self._merge(self._rows[index])
+
+    def __iter__(self) -> Iterator[Mapping[str, Any]]:
+        return (self._merge(row) for row in self._rows)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
 @dataclass(frozen=True)
 class Outcome:
-    images: list[Mapping[str, Any]]
+    images: Entries
     published: dict[str, list[str]]
     """Source url -> [url in the new catalog, dest of its file], for the next plan."""
     referenced: frozenset[str]
@@ -226,21 +263,21 @@ def build_catalog(
     published catalog to its entry, and `url_to_dest` to its file, so a kept entry keeps its file.
     """
     ready = set(verified)
-    images: list[Mapping[str, Any]] = []
+    images = Entries()
     published: dict[str, list[str]] = {}
     referenced: set[str] = set()
     failed: list[Step] = []
     for step in plan.steps:
         if step.action is not Action.FAIL and step.dest in ready:
             url = dest_to_url(step.dest, public_base)
-            images.append({**step.fields, "url": url})
+            images.add(step.fields, url)
             published[step.source_url] = [url, step.dest]
             referenced.add(step.dest)
             continue
         failed.append(step)
         entry = previous_entries.get(step.previous_url) if step.previous_url else None
         if entry is not None:
-            images.append(entry)
+            images.add(entry)
             kept = url_to_dest.get(step.previous_url, "")
             published[step.source_url] = [step.previous_url, kept]
             if kept:

@@ -5,6 +5,7 @@ Pure. No local path is ever built from an upstream url except through `safe_file
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import posixpath
 import re
@@ -18,6 +19,9 @@ from .errors import ImageError
 HTTP_SCHEMES = frozenset({"http", "https"})
 _FORBIDDEN_IN_URL = re.compile(r"[\x00-\x20\x7f\\]")
 MAX_FILE_NAME_BYTES = 200
+_PLAIN_RELATIVE = re.compile(r"[A-Za-z0-9._~!$&'()*+,;=@%-][A-Za-z0-9._~!$&'()*+,;=:@%/-]*\Z")
+_PLAIN_FILE_NAME = re.compile(r"[A-Za-z0-9_~-][A-Za-z0-9._~-]{0,199}\Z")
+_PLAIN_DEST = re.compile(r"[A-Za-z0-9._~/-]+\Z")
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,13 @@ class Source:
     def is_file(self) -> bool:
         return self.url.startswith("file:")
 
+    @functools.cached_property
+    def base_dir(self) -> str:
+        """The catalog url up to its last slash: what a plain relative path is appended to."""
+        parts = urlsplit(self.url)
+        path = parts.path.rsplit("/", 1)[0] + "/" if "/" in parts.path else "/"
+        return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+
     @property
     def host(self) -> str:
         return (urlsplit(self.url).hostname or "").lower()
@@ -41,6 +52,8 @@ class Source:
 
 def resolve_image_url(source: Source, image_url: str) -> str:
     """Resolve an image url against its catalog per RFC 3986 and apply the upstream's rules."""
+    if _is_plain_relative(image_url, allow_percent=not source.is_file):
+        return source.base_dir + image_url
     if _FORBIDDEN_IN_URL.search(image_url):
         raise ImageError(
             f"image url {redact(image_url)!r} contains a space, control character or backslash"
@@ -72,6 +85,19 @@ def resolve_image_url(source: Source, image_url: str) -> str:
     return resolved
 
 
+def _is_plain_relative(url: str, *, allow_percent: bool) -> bool:
+    """A relative path with no scheme, dot segment, query or fragment: appending is resolving.
+
+    The fast path for the common case; anything else goes through urljoin and every check.
+    """
+    if not _PLAIN_RELATIVE.match(url) or (not allow_percent and "%" in url):
+        return False
+    head = url.split("/", 1)[0]
+    if ":" in head:
+        return False
+    return not any(segment in (".", "..") for segment in url.split("/"))
+
+
 def local_image_path(source: Source, resolved: str) -> str:
     """The file a file-catalog image url names, refused unless it is inside the catalog's folder.
 
@@ -93,6 +119,10 @@ def local_image_path(source: Source, resolved: str) -> str:
 
 def safe_file_name(url: str, *, fallback: str = "image.tgz") -> str:
     """The last path segment of `url`, percent-decoded, made safe to use as one file name."""
+    if "?" not in url and "#" not in url and "/" in url.partition("://")[2]:
+        tail = url.rsplit("/", 1)[-1]
+        if _PLAIN_FILE_NAME.match(tail):
+            return tail
     segment = urlsplit(url).path.rsplit("/", 1)[-1]
     name = unquote(segment, errors="replace")
     name = "".join(
@@ -120,6 +150,8 @@ def image_dest(name: str, source_url: str) -> str:
 
 def dest_to_url(dest: str, public_base: str) -> str:
     """The url written into the published catalog for a tarball at `dest` (RFC 3986 encoded)."""
+    if _PLAIN_DEST.match(dest):
+        return public_base + dest
     encoded = "/".join(quote(part, safe="") for part in PurePosixPath(dest).parts)
     return public_base + encoded
 

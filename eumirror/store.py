@@ -277,11 +277,17 @@ class Files:
     def from_doc(cls, doc: dict[str, Any] | None) -> Files:
         if doc is None:
             return cls(trusted=False)
-        try:
-            files = {str(k): list(v) for k, v in dict(doc["files"]).items()}
-            published = {str(k): [str(v[0]), str(v[1])] for k, v in dict(doc["published"]).items()}
-            removed = {str(k): float(v) for k, v in dict(doc["removed"]).items()}
-        except (KeyError, TypeError, ValueError, IndexError):
+        files, published, removed = doc.get("files"), doc.get("published"), doc.get("removed")
+        if not (
+            isinstance(files, dict) and isinstance(published, dict) and isinstance(removed, dict)
+        ):
+            return cls(trusted=False)
+        # Records are checked one by one where they are used (still_verified); the published
+        # map must hold [url, dest] string pairs, which is cheap to confirm in bulk.
+        if not all(
+            type(v) is list and len(v) == 2 and type(v[0]) is str and type(v[1]) is str
+            for v in published.values()
+        ) or not all(isinstance(v, int | float) for v in removed.values()):
             return cls(trusted=False)
         return cls(files, published, removed)
 
@@ -294,7 +300,10 @@ def still_verified(path: Path, record: list[Any]) -> bool:
         return False
     return (
         stat.S_ISREG(st.st_mode)
+        and type(record) is list
         and len(record) == 4
+        and type(record[0]) is str
+        and is_valid_name(record[0])
         and st.st_size == record[1]
         and st.st_mtime_ns == record[2]
     )
