@@ -462,3 +462,21 @@ def test_host_allowed() -> None:
     trusted = frozenset({"images.internal.example"})
     assert host_allowed("Images.Internal.Example.", trusted) is True
     assert host_allowed("other.example", trusted) is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.text(alphabet="abcXYZ019._~!$&'()*+,;=:@%/-", min_size=1, max_size=40),
+    st.sampled_from(
+        ["http://h.example/catalog", "https://h.example:8443/a/b/catalog?x=1", "file:///srv/c/cat"]
+    ),
+)
+def test_fast_path_resolution_agrees_with_urljoin(rel: str, base: str) -> None:
+    """The plain-relative fast path resolves exactly as RFC 3986 (urljoin) would, or defers."""
+    from urllib.parse import urljoin
+
+    from eumirror.policy import _is_plain_relative
+
+    source = Source(base)
+    if _is_plain_relative(rel, allow_percent=not source.is_file):
+        assert source.base_dir + rel == urljoin(base, rel)
