@@ -91,7 +91,7 @@ def _is_plain_relative(url: str, *, allow_percent: bool) -> bool:
 
     The fast path for the common case; anything else goes through urljoin and every check.
     """
-    if not _PLAIN_RELATIVE.match(url) or (not allow_percent and "%" in url):
+    if not _PLAIN_RELATIVE.match(url) or "//" in url or (not allow_percent and "%" in url):
         return False
     head = url.split("/", 1)[0]
     if ":" in head:

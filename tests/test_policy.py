@@ -464,7 +464,7 @@ def test_host_allowed() -> None:
     assert host_allowed("other.example", trusted) is None
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=500, deadline=None)
 @given(
     st.text(alphabet="abcXYZ019._~!$&'()*+,;=:@%/-", min_size=1, max_size=40),
     st.sampled_from(
