@@ -18,16 +18,40 @@ from .fetch import Validators
 from .names import CHUNK, NameHasher
 from .store import FileDigest, storage_error
 
+RESUME_WORTHY = 8 << 20
+"""Downloads at least this large record their validators at once, so even a SIGKILL resumes."""
+
+
+class SpaceBudget:
+    """Free space measured once per run, shared by every download admitted since."""
+
+    def __init__(self, free: int, reserve: int) -> None:
+        self.free = free
+        self.reserve = reserve
+        self.taken = 0
+
+    def take(self, size: int, what: str) -> None:
+        have = self.free - self.taken
+        if size > 0 and size + self.reserve > have:
+            raise StorageError(
+                f"not enough space for {what}: need {size + self.reserve} bytes "
+                f"({size} plus the reserve of {self.reserve}), have {have}",
+                hint="free space on the mirror's filesystem or lower [limits] free_space_reserve",
+            )
+        self.taken += max(size, 0)
+
 
 class PartialFile:
-    def __init__(self, path: Path, *, free_bytes: int, reserve: int) -> None:
+    def __init__(self, path: Path, budget: SpaceBudget) -> None:
         self.path = path
         self.meta_path = path.with_suffix(".json")
         self.offset = 0
         self._hasher = NameHasher()
         self._fd = -1
-        self._free = free_bytes
-        self._reserve = reserve
+        self._budget = budget
+        self._validators: Validators | None = None
+        self._meta_due = False
+        self._meta_exists = False
 
     async def open(self) -> Validators:
         """Open (or reopen) the partial; a kept prefix is re-hashed so it can be resumed."""
@@ -35,36 +59,49 @@ class PartialFile:
 
     def _open(self) -> Validators:
         try:
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            os.fchmod(self._fd, 0o644)
             while chunk := os.read(self._fd, CHUNK):
                 self._hasher.update(chunk)
         except OSError as exc:
             raise storage_error(exc, self.path, "opening the partial download") from None
         self.offset = self._hasher.size
+        if not self.offset:
+            return Validators()
         try:
-            meta = json.loads(self.meta_path.read_bytes()) if self.offset else {}
+            meta = json.loads(self.meta_path.read_bytes())
+            self._meta_exists = True
             return Validators(meta.get("etag"), meta.get("last_modified"))
         except (OSError, ValueError, AttributeError):
             return Validators()
 
     def expect(self, remaining: int, validators: Validators) -> None:
         """Refuse before downloading what cannot fit; remember validators for a later resume."""
-        need = remaining + self._reserve
-        if remaining > 0 and need > self._free:
-            raise StorageError(
-                f"not enough space for {self.path.name}: need {need} bytes "
-                f"(with the reserve), have {self._free}",
-                hint="free space on the mirror's filesystem",
-            )
+        self._budget.take(remaining, self.path.name)
+        self._validators = validators
+        self._meta_due = remaining >= RESUME_WORTHY
+
+    def keep_for_resume(self) -> None:
+        """An interrupted download: close it and leave what a later run needs to resume it."""
+        self.close()
+        if self.offset and not self._meta_exists:
+            self._write_meta()
+
+    def _write_meta(self) -> None:
+        if self._validators is None:
+            return
+        doc = {"etag": self._validators.etag, "last_modified": self._validators.last_modified}
         with contextlib.suppress(OSError):
-            self.meta_path.write_text(
-                json.dumps({"etag": validators.etag, "last_modified": validators.last_modified})
-            )
+            self.meta_path.write_text(json.dumps(doc))
+            self._meta_exists = True
 
     async def write_batch(self, chunks: list[bytes]) -> None:
         await asyncio.to_thread(self._write, chunks)
 
     def _write(self, chunks: list[bytes]) -> None:
+        if self._meta_due:
+            self._meta_due = False
+            self._write_meta()
         try:
             for chunk in chunks:
                 self._hasher.update(chunk)
@@ -104,8 +141,9 @@ class PartialFile:
 
     def forget_meta(self) -> None:
         """Once published, the resume validators are of no use."""
-        with contextlib.suppress(OSError):
-            self.meta_path.unlink()
+        if self._meta_exists:
+            with contextlib.suppress(OSError):
+                self.meta_path.unlink()
 
     def close(self) -> None:
         if self._fd >= 0:

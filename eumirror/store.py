@@ -205,17 +205,27 @@ class Mirror:
         except OSError as exc:
             raise storage_error(exc, self.root / upstream / "catalog", "reading") from None
 
-    def place(self, src: Path, upstream: str, dest: str) -> Path:
-        """Rename a verified, fsynced file into its name-addressed published path."""
+    def prepare_dest(self, upstream: str, dest: str) -> Path:
+        """Create the name's folder ahead of the rename, and refuse one that leads outside."""
         final = self.upstream_dir(upstream) / dest
         try:
-            final.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-            self.check_inside(final.parent)
-            os.chmod(src, 0o644)
+            try:
+                final.parent.mkdir(mode=0o755)
+            except FileExistsError:
+                self.check_inside(final.parent)
+            except FileNotFoundError:
+                final.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+                self.check_inside(final.parent)
+        except OSError as exc:
+            raise storage_error(exc, final.parent, "creating") from None
+        return final
+
+    def place(self, src: Path, final: Path) -> None:
+        """Rename a verified, flushed file into its prepared name-addressed path."""
+        try:
             os.rename(src, final)
         except OSError as exc:
             raise storage_error(exc, final, "publishing") from None
-        return final
 
     def link(self, source_rel: str, upstream: str, dest: str) -> Path:
         """Publish a second path for already verified bytes, without a request."""

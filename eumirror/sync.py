@@ -20,7 +20,7 @@ from urllib.parse import unquote, urlsplit
 
 from .catalog import dump_catalog, parse_catalog
 from .config import Config, Upstream
-from .download import PartialFile
+from .download import PartialFile, SpaceBudget
 from .errors import CatalogError, EumirrorError, FetchError, ImageError, StorageError, VerifyError
 from .fetch import CatalogFetch, Fetcher, Validators
 from .inventory import clean_partials, collect_garbage, load_inventory
@@ -126,6 +126,7 @@ class Syncer:
         """Upstreams whose catalog was published in this run -> the dests it points to."""
         self.meta: dict[str, dict[str, Any]] = {}
         self.touched: set[str] = set()
+        self.budget: SpaceBudget | None = None
         """Upstreams whose files state changed in this run and must be saved."""
 
     # -- the run ----------------------------------------------------------------------------
@@ -319,14 +320,16 @@ class Syncer:
         self, up: Upstream, plan: Plan, report: UpstreamReport, bound: Any
     ) -> set[str]:
         """Bring every planned file into place; returns the dests that are verified now."""
+        if self.budget is None:
+            free = await asyncio.to_thread(self.mirror.free_bytes)
+            self.budget = SpaceBudget(free, self.config.limits.free_space_reserve)
         files = self.files[up.name]
         ready = {s.dest for s in plan.steps if s.action is Action.REUSE}
         report.reused = len([s for s in plan.steps if s.action is Action.REUSE])
         downloads = plan.downloads()
         links = [s for s in plan.steps if s.action is Action.LINK]
         if downloads or links:
-            self.mirror.upstream_dir(up.name).mkdir(mode=0o755, exist_ok=True)
-            self.mirror.state_path(up.name, "dirty").touch()
+            await asyncio.to_thread(self._prepare_upstream, up.name)
         self.progress.files_total += len(downloads)
         results = await asyncio.gather(
             *(self._download(up, step, report, bound) for step in downloads.values())
@@ -351,6 +354,16 @@ class Syncer:
         if downloads or links:
             await asyncio.to_thread(self._fsync_folders, up.name, ready)
         return ready
+
+    def _prepare_upstream(self, upstream: str) -> None:
+        """The upstream's folders exist and lead nowhere outside the root; mark the run dirty."""
+        images = self.mirror.upstream_dir(upstream) / "images"
+        try:
+            images.mkdir(mode=0o755, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise storage_error(exc, images, "creating") from None
+        self.mirror.check_inside(images)
+        self.mirror.state_path(upstream, "dirty").touch()
 
     def _verified_record(self, rooted: str) -> list[Any] | None:
         """The state record of a verified file, given its root-relative path."""
@@ -389,13 +402,13 @@ class Syncer:
         for item in fetched:
             step = item.step
             try:
-                final = self.mirror.place(item.partial.path, up.name, step.dest)
+                self.mirror.place(item.partial.path, item.final)
             except StorageError as exc:
                 item.partial.discard()
                 self._image_failed(up, step, exc, bound)
                 continue
             item.partial.forget_meta()
-            self.files[up.name].files[step.dest] = record_of(final, item.digest)
+            self.files[up.name].files[step.dest] = record_of(item.final, item.digest)
             self.inventory.add(item.digest.name, f"{up.name}/{step.dest}")
             report.downloaded += 1
             placed.add(step.dest)
@@ -410,11 +423,8 @@ class Syncer:
         self.active_partials.add(path)
         async with self.semaphore:
             began = time.monotonic()
-            partial = PartialFile(
-                path,
-                free_bytes=self.mirror.free_bytes(),
-                reserve=self.config.limits.free_space_reserve,
-            )
+            assert self.budget is not None
+            partial = PartialFile(path, self.budget)
             try:
                 if up.source.is_file:
                     self._check_file_image(up, step.source_url)
@@ -423,12 +433,13 @@ class Syncer:
                 if not (resumed and partial.current_name() == step.name):
                     await self.fetcher.download(step.source_url, partial, known)
                 digest = await partial.finish(step.name)
+                final = await asyncio.to_thread(self.mirror.prepare_dest, up.name, step.dest)
             except VerifyError as exc:
                 report.verify_failures += 1
                 self._image_failed(up, step, exc, bound)
                 return None
             except FetchError as exc:
-                partial.close()
+                partial.keep_for_resume()
                 self._image_failed(up, step, exc, bound)
                 return None
             except EumirrorError as exc:
@@ -449,7 +460,7 @@ class Syncer:
             duration=round(time.monotonic() - began, 3),
             result="verified",
         )
-        return Fetched(step, partial, digest)
+        return Fetched(step, partial, digest, final)
 
     def _check_file_image(self, up: Upstream, url: str) -> None:
         """A file catalog's image must really be inside its folder (symlinks included)."""
@@ -515,6 +526,7 @@ class Fetched:
     step: Step
     partial: PartialFile
     digest: FileDigest
+    final: Path
 
 
 def add_totals(totals: Any, report: UpstreamReport) -> dict[str, Any]:
