@@ -27,6 +27,7 @@ from aiohttp.resolver import DefaultResolver
 from . import __version__
 from .config import Limits
 from .errors import CatalogError, FetchError
+from .log import log
 from .names import CHUNK
 from .policy import HTTP_SCHEMES, Source, is_public_address, redact
 
@@ -96,19 +97,18 @@ class PublicOnlyResolver(AbstractResolver):
         await self._inner.close()
 
 
-def uses_proxy(url: str) -> bool:
+def uses_proxy(url: str, proxies: dict[str, str]) -> bool:
     """Whether the environment sends this url through a proxy, which then resolves the host."""
     parts = urlsplit(url)
-    proxies = urllib.request.getproxies()
     if parts.scheme not in proxies:
         return False
     return not urllib.request.proxy_bypass(parts.netloc)
 
 
-def proxy_hosts() -> frozenset[str]:
+def proxy_hosts(proxies: dict[str, str]) -> frozenset[str]:
     """The proxies' own hosts: trusted as configured, like the catalogs' hosts."""
     hosts = set()
-    for value in urllib.request.getproxies().values():
+    for value in proxies.values():
         host = urlsplit(value if "://" in value else f"http://{value}").hostname
         if host:
             hosts.add(host.lower())
@@ -142,7 +142,8 @@ class Fetcher:
         on_bytes: Callable[[int], None] | None = None,
     ) -> None:
         self.limits = limits
-        self.trusted = frozenset(h.lower() for h in trusted_hosts) | proxy_hosts()
+        self.proxies = urllib.request.getproxies()
+        self.trusted = frozenset(h.lower() for h in trusted_hosts) | proxy_hosts(self.proxies)
         self.on_bytes = on_bytes or (lambda n: None)
         self._session: aiohttp.ClientSession | None = None
 
@@ -188,8 +189,6 @@ class Fetcher:
                     raise
                 delay = exc.retry_after if exc.retry_after is not None else backoff(attempt)
                 attempt += 1
-                from .log import log
-
                 log.info(
                     "retry", what=what, attempt=attempt, delay=round(delay, 2), reason=exc.message
                 )
@@ -199,7 +198,7 @@ class Fetcher:
     async def _check_host(self, url: str) -> None:
         """Refuse an unlisted host whose address is not public (literal IPs skip the resolver)."""
         host = (urlsplit(url).hostname or "").lower().rstrip(".")
-        if host in self.trusted or uses_proxy(url):
+        if host in self.trusted or uses_proxy(url, self.proxies):
             return
         loop = asyncio.get_running_loop()
         try:
