@@ -33,6 +33,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import struct
 import sys
 import threading
@@ -437,8 +438,10 @@ class FaultServer:
         host: str = "127.0.0.1",
         port: int = 0,
         control: bool = False,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.root = Path(root).resolve() if root is not None else None
+        self.ssl_context = ssl_context
         self.host = host
         self.port = port
         self.control = control
@@ -460,7 +463,7 @@ class FaultServer:
         app.router.add_route("*", "/{tail:.*}", self._handle)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
         await runner.setup()
-        site = web.TCPSite(runner, self.host, self.port)
+        site = web.TCPSite(runner, self.host, self.port, ssl_context=self.ssl_context)
         try:
             await site.start()
         except BaseException:
@@ -468,7 +471,8 @@ class FaultServer:
             raise
         self._runner = runner
         self.port = int(runner.addresses[0][1])
-        self._url = f"http://{self.host}:{self.port}"
+        scheme = "https" if self.ssl_context is not None else "http"
+        self._url = f"{scheme}://{self.host}:{self.port}"
         return self._url
 
     async def stop(self) -> None:
@@ -912,8 +916,11 @@ class ThreadedFaultServer:
         host: str = "127.0.0.1",
         port: int = 0,
         control: bool = False,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        self.server = FaultServer(root, host=host, port=port, control=control)
+        self.server = FaultServer(
+            root, host=host, port=port, control=control, ssl_context=ssl_context
+        )
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_event: asyncio.Event | None = None
