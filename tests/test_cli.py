@@ -90,13 +90,20 @@ def test_catalog_refresh_reports_missing_tarballs(tmp_path: Path, upstream: Upst
     [
         ("[mirror]\n", "mirror.root"),
         ('[mirror]\nroot = "r"\nbogus = 1\n', "mirror.bogus"),
-        ('[mirror]\nroot = "r"\n[limits]\ncatalog_max_bytes = "12 parsecs"\n',
-         "limits.catalog_max_bytes"),
+        (
+            '[mirror]\nroot = "r"\n[limits]\ncatalog_max_bytes = "12 parsecs"\n',
+            "limits.catalog_max_bytes",
+        ),
         ('[mirror]\nroot = "r"\n[schedule]\ninterval = "soon"\n', "schedule.interval"),
-        ('[mirror]\nroot = "r"\n[[upstream]]\nname = "Bad Name"\ncatalog = "c"\n',
-         "upstream[0].name"),
-        ('[mirror]\nroot = "r"\n[[upstream]]\nname = "a"\ncatalog = "c"\n'
-         '[[upstream]]\nname = "a"\ncatalog = "d"\n', "upstream[1].name"),
+        (
+            '[mirror]\nroot = "r"\n[[upstream]]\nname = "Bad Name"\ncatalog = "c"\n',
+            "upstream[0].name",
+        ),
+        (
+            '[mirror]\nroot = "r"\n[[upstream]]\nname = "a"\ncatalog = "c"\n'
+            '[[upstream]]\nname = "a"\ncatalog = "d"\n',
+            "upstream[1].name",
+        ),
         ("[mirror\n", "invalid TOML"),
     ],
 )
@@ -124,11 +131,17 @@ def test_config_from_environment(tmp_path: Path, upstream: Upstream) -> None:
     """$EUMIRROR_CONFIG is used when --config is not given."""
     upstream.add("a.tgz", tarball(1))
     upstream.write()
-    config = write_config(tmp_path / "c.toml", root=tmp_path / "root",
-                          upstreams={"up": "upstream/catalog"})
-    done = subprocess.run([sys.executable, "-m", "eumirror", "sync", "--once"],
-                          env={**os.environ, "EUMIRROR_CONFIG": str(config)},
-                          capture_output=True, text=True, timeout=60, check=False)
+    config = write_config(
+        tmp_path / "c.toml", root=tmp_path / "root", upstreams={"up": "upstream/catalog"}
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "eumirror", "sync", "--once"],
+        env={**os.environ, "EUMIRROR_CONFIG": str(config)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "root" / "up" / "catalog").exists()
 
@@ -143,8 +156,12 @@ def test_demo_config_mirrors_the_shipped_sample(tmp_path: Path) -> None:
     demo = (REPO / "config" / "demo.toml").read_text()
     config = tmp_path / "config" / "demo.toml"
     config.parent.mkdir()
-    config.write_text(demo.replace('"../eumirror/sample/catalog"',
-                                   json.dumps(str(REPO / "eumirror" / "sample" / "catalog"))))
+    config.write_text(
+        demo.replace(
+            '"../eumirror/sample/catalog"',
+            json.dumps(str(REPO / "eumirror" / "sample" / "catalog")),
+        )
+    )
 
     done = run_cli("sync", "--once", "--config", str(config))
 
@@ -154,8 +171,9 @@ def test_demo_config_mirrors_the_shipped_sample(tmp_path: Path) -> None:
     assert run_cli("verify", "--config", str(config)).returncode == 0
 
 
-def test_progress_shows_on_a_terminal_only(upstream: Upstream, server: ThreadedFaultServer,
-                                           mirror: Mirror) -> None:
+def test_progress_shows_on_a_terminal_only(
+    upstream: Upstream, server: ThreadedFaultServer, mirror: Mirror
+) -> None:
     """On a TTY sync --once shows a live progress line; piped, stderr is JSON lines only."""
     upstream.add("a.tgz", tarball(1, 300_000))
     upstream.write()
@@ -163,7 +181,9 @@ def test_progress_shows_on_a_terminal_only(upstream: Upstream, server: ThreadedF
     try:
         proc = subprocess.Popen(
             [sys.executable, "-m", "eumirror", "sync", "--once", "--config", str(mirror.config)],
-            stdout=subprocess.DEVNULL, stderr=follower, stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=follower,
+            stdin=subprocess.DEVNULL,
         )
         os.close(follower)
         chunks = []
@@ -190,9 +210,17 @@ def test_proxy_from_environment_is_used(tmp_path: Path, upstream: Upstream) -> N
     upstream.add("a/img.tgz", tarball(1))
     upstream.write()
     with ThreadedFaultServer(upstream.folder) as proxy:
-        config = write_config(tmp_path / "c.toml", root=tmp_path / "root",
-                              upstreams={"up": "http://eumirror-upstream.invalid/catalog"})
-        done = run_cli("sync", "--once", "--config", str(config),
-                       env={"HTTP_PROXY": proxy.url, "http_proxy": proxy.url, "NO_PROXY": ""})
+        config = write_config(
+            tmp_path / "c.toml",
+            root=tmp_path / "root",
+            upstreams={"up": "http://eumirror-upstream.invalid/catalog"},
+        )
+        done = run_cli(
+            "sync",
+            "--once",
+            "--config",
+            str(config),
+            env={"HTTP_PROXY": proxy.url, "http_proxy": proxy.url, "NO_PROXY": ""},
+        )
         assert done.returncode == 0, done.stderr
         assert proxy.requests("/a/img.tgz") == 1

@@ -45,8 +45,11 @@ def mutate(upstream: Upstream, rng: random.Random, serial: int) -> None:
 
 
 def test_sigkill_at_random_instants_never_breaks_the_mirror(
-    request: pytest.FixtureRequest, upstream: Upstream, server: ThreadedFaultServer,
-    mirror: Mirror, rng: random.Random
+    request: pytest.FixtureRequest,
+    upstream: Upstream,
+    server: ThreadedFaultServer,
+    mirror: Mirror,
+    rng: random.Random,
 ) -> None:
     """After every SIGKILL the published catalog is whole and verifies; the next sync finishes
     without downloading again what was already verified."""
@@ -63,7 +66,8 @@ def test_sigkill_at_random_instants_never_breaks_the_mirror(
             server.set_fault("/" + image["url"], Fault(delay_headers=0.1, gate_after=0))
         proc = subprocess.Popen(
             [sys.executable, "-m", "eumirror", "sync", "--once", "--config", str(config)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         # The instant is what varies here, so a random delay before the kill is the point.
         time.sleep(rng.uniform(0.2, 1.0))
@@ -74,7 +78,9 @@ def test_sigkill_at_random_instants_never_breaks_the_mirror(
         only_verified_under(mirror)
         if mirror.root.exists():
             assert sorted(p.name for p in mirror.root.iterdir()) in (
-                [".eumirror"], [".eumirror", "up"])
+                [".eumirror"],
+                [".eumirror", "up"],
+            )
 
     already = verified_names_on_disk(mirror.root)
     server.reset_counters()

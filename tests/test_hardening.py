@@ -22,7 +22,6 @@ from conftest import (
     events,
     human_lines,
     name_of,
-    run_cli,
     tarball,
     write_config,
 )
@@ -47,8 +46,12 @@ def only_verified_under(mirror: Mirror, upstream: str = "up") -> None:
 
 
 def sync_with(mirror: Mirror, server: ThreadedFaultServer, **limits: object) -> Mirror:
-    config = write_config(mirror.config, root=mirror.root,
-                          upstreams={"up": f"{server.url}/catalog"}, limits=dict(limits))
+    config = write_config(
+        mirror.config,
+        root=mirror.root,
+        upstreams={"up": f"{server.url}/catalog"},
+        limits=dict(limits),
+    )
     return Mirror(mirror.root, config)
 
 
@@ -64,8 +67,9 @@ def sync_with(mirror: Mirror, server: ThreadedFaultServer, **limits: object) -> 
     ],
     ids=["503-once", "429-retry-after", "truncated", "short-body-for-length", "reset-at-once"],
 )
-def test_transient_failures_are_retried(upstream: Upstream, server: ThreadedFaultServer,
-                                        mirror: Mirror, fault: Fault, requests: int) -> None:
+def test_transient_failures_are_retried(
+    upstream: Upstream, server: ThreadedFaultServer, mirror: Mirror, fault: Fault, requests: int
+) -> None:
     """Resets, truncated bodies, 5xx and 429 are retried with backoff and the sync succeeds."""
     upstream.add("a/img.tgz", tarball(1, 50_000))
     upstream.write()
@@ -112,8 +116,9 @@ def test_failed_image_keeps_previous_entry_and_publishes_nothing_unverified(
     assert "Traceback" not in done.stderr
 
 
-def test_slow_drip_is_aborted_by_low_speed_limit(upstream: Upstream, server: ThreadedFaultServer,
-                                                 mirror: Mirror) -> None:
+def test_slow_drip_is_aborted_by_low_speed_limit(
+    upstream: Upstream, server: ThreadedFaultServer, mirror: Mirror
+) -> None:
     """A transfer under low_speed_limit for low_speed_time is aborted, not waited on forever."""
     upstream.add("a/img.tgz", tarball(1, 10_000))
     upstream.write()
@@ -126,8 +131,9 @@ def test_slow_drip_is_aborted_by_low_speed_limit(upstream: Upstream, server: Thr
     assert any("slower than" in line for line in human_lines(done.stderr))
 
 
-def test_endless_catalog_is_cut_at_the_cap(upstream: Upstream, server: ThreadedFaultServer,
-                                           mirror: Mirror) -> None:
+def test_endless_catalog_is_cut_at_the_cap(
+    upstream: Upstream, server: ThreadedFaultServer, mirror: Mirror
+) -> None:
     """An endless catalog is refused once it passes catalog_max_bytes, while it streams."""
     upstream.write()
     server.set_fault("/catalog", Fault(endless=True))
@@ -140,9 +146,9 @@ def test_endless_catalog_is_cut_at_the_cap(upstream: Upstream, server: ThreadedF
     assert server.bytes_sent("/catalog") < 8 << 20
 
 
-def test_catalog_larger_than_cap_by_content_length(upstream: Upstream,
-                                                   server: ThreadedFaultServer,
-                                                   mirror: Mirror) -> None:
+def test_catalog_larger_than_cap_by_content_length(
+    upstream: Upstream, server: ThreadedFaultServer, mirror: Mirror
+) -> None:
     """A catalog whose Content-Length exceeds the cap is refused before its body is read."""
     for i in range(40):
         upstream.add(f"a/{i}.tgz", tarball(i, 10))
@@ -164,8 +170,9 @@ def test_catalog_larger_than_cap_by_content_length(upstream: Upstream,
     ],
     ids=["loop", "to-ftp", "to-file"],
 )
-def test_bad_redirects_fail_the_catalog(upstream: Upstream, server: ThreadedFaultServer,
-                                        mirror: Mirror, location: str, reason: str) -> None:
+def test_bad_redirects_fail_the_catalog(
+    upstream: Upstream, server: ThreadedFaultServer, mirror: Mirror, location: str, reason: str
+) -> None:
     """Redirect loops and redirects to other schemes fail with one clear line."""
     upstream.write()
     server.set_fault("/catalog", Fault(redirect_to=location))
@@ -176,8 +183,9 @@ def test_bad_redirects_fail_the_catalog(upstream: Upstream, server: ThreadedFaul
     assert any(reason in line for line in human_lines(done.stderr))
 
 
-def test_redirect_chain_within_limit_is_followed(upstream: Upstream, server: ThreadedFaultServer,
-                                                 mirror: Mirror) -> None:
+def test_redirect_chain_within_limit_is_followed(
+    upstream: Upstream, server: ThreadedFaultServer, mirror: Mirror
+) -> None:
     """A couple of redirects to the same host are followed."""
     upstream.add("a/img.tgz", tarball(1))
     upstream.write("real-catalog")
@@ -190,9 +198,9 @@ def test_redirect_chain_within_limit_is_followed(upstream: Upstream, server: Thr
     assert_published_verifies(mirror)
 
 
-def test_conditional_catalog_fetch_does_nothing_on_304(upstream: Upstream,
-                                                       server: ThreadedFaultServer,
-                                                       mirror: Mirror) -> None:
+def test_conditional_catalog_fetch_does_nothing_on_304(
+    upstream: Upstream, server: ThreadedFaultServer, mirror: Mirror
+) -> None:
     """The second sync sends the remembered validators; a 304 is a success that changes nothing."""
     upstream.add("a/img.tgz", tarball(1))
     upstream.write()
@@ -224,9 +232,9 @@ HOSTILE_IMAGES = {
 }
 
 
-def test_hostile_image_entries_fail_only_themselves(tmp_path: Path, upstream: Upstream,
-                                                    server: ThreadedFaultServer,
-                                                    mirror: Mirror) -> None:
+def test_hostile_image_entries_fail_only_themselves(
+    tmp_path: Path, upstream: Upstream, server: ThreadedFaultServer, mirror: Mirror
+) -> None:
     """Each hostile entry fails alone with a line of its own; the good image is published."""
     good = upstream.add("a/good.tgz", tarball(1))
     for label, patch in HOSTILE_IMAGES.items():
@@ -259,8 +267,9 @@ def test_hostile_image_entries_fail_only_themselves(tmp_path: Path, upstream: Up
         "a/%00nul.tgz",
     ],
 )
-def test_traversal_urls_never_leave_the_root(upstream: Upstream, server: ThreadedFaultServer,
-                                             mirror: Mirror, url: str) -> None:
+def test_traversal_urls_never_leave_the_root(
+    upstream: Upstream, server: ThreadedFaultServer, mirror: Mirror, url: str
+) -> None:
     """Dot segments and encoded traversal only ever produce a sanitised file name under <U>/."""
     data = tarball(5)
     upstream.add("a/x.tgz", data)
@@ -292,8 +301,19 @@ def test_traversal_urls_never_leave_the_root(upstream: Upstream, server: Threade
         (b'{"version": "v", "images": {}}', '"images"'),
         (b"<html><body>Not here</body></html>", "not valid JSON"),
     ],
-    ids=["non-utf8", "bom", "dup-keys", "nan", "huge-float", "huge-int", "deep", "array",
-         "no-version", "images-object", "html"],
+    ids=[
+        "non-utf8",
+        "bom",
+        "dup-keys",
+        "nan",
+        "huge-float",
+        "huge-int",
+        "deep",
+        "array",
+        "no-version",
+        "images-object",
+        "html",
+    ],
 )
 def test_malformed_catalogs_fail_the_upstream_with_one_line(
     upstream: Upstream, server: ThreadedFaultServer, mirror: Mirror, body: bytes, reason: str
@@ -314,9 +334,9 @@ def test_malformed_catalogs_fail_the_upstream_with_one_line(
     assert "Traceback" not in done.stderr
 
 
-def test_same_url_with_two_names_fails_the_second(upstream: Upstream,
-                                                  server: ThreadedFaultServer,
-                                                  mirror: Mirror) -> None:
+def test_same_url_with_two_names_fails_the_second(
+    upstream: Upstream, server: ThreadedFaultServer, mirror: Mirror
+) -> None:
     """Two entries with one url and different names: the first is mirrored, the second fails."""
     first = upstream.add("a/img.tgz", tarball(1))
     upstream.images.append({**first, "name": name_of(tarball(2)), "description": "twin"})
@@ -329,8 +349,9 @@ def test_same_url_with_two_names_fails_the_second(upstream: Upstream,
     assert server.requests("/a/img.tgz") == 1
 
 
-def test_duplicate_names_download_once(upstream: Upstream, server: ThreadedFaultServer,
-                                       mirror: Mirror) -> None:
+def test_duplicate_names_download_once(
+    upstream: Upstream, server: ThreadedFaultServer, mirror: Mirror
+) -> None:
     """Two urls with the same name are fetched once; the second is a hard link."""
     upstream.add("a/img.tgz", tarball(1))
     upstream.add("b/img.tgz", tarball(1))
@@ -345,9 +366,9 @@ def test_duplicate_names_download_once(upstream: Upstream, server: ThreadedFault
 
 # -- server-side request forgery ------------------------------------------------------------
 @pytest.mark.parametrize("host", ["localhost", "0x7f.1", "2130706433", "127.1", "[::ffff:7f00:1]"])
-def test_image_on_another_private_host_is_refused(upstream: Upstream,
-                                                  server: ThreadedFaultServer,
-                                                  mirror: Mirror, host: str) -> None:
+def test_image_on_another_private_host_is_refused(
+    upstream: Upstream, server: ThreadedFaultServer, mirror: Mirror, host: str
+) -> None:
     """An absolute image url on another host that is not public is refused, however spelt."""
     upstream.add("a/img.tgz", tarball(1))
     upstream.images[0]["url"] = f"http://{host}:{server.server.port}/a/img.tgz"
@@ -357,12 +378,14 @@ def test_image_on_another_private_host_is_refused(upstream: Upstream,
 
     assert done.returncode == 1
     assert server.requests("/a/img.tgz") == 0
-    assert any("not a public address" in line or "non-public" in line
-               for line in human_lines(done.stderr)), done.stderr
+    assert any(
+        "not a public address" in line or "non-public" in line for line in human_lines(done.stderr)
+    ), done.stderr
 
 
-def test_allow_hosts_trusts_a_private_image_host(upstream: Upstream, server: ThreadedFaultServer,
-                                                 mirror: Mirror) -> None:
+def test_allow_hosts_trusts_a_private_image_host(
+    upstream: Upstream, server: ThreadedFaultServer, mirror: Mirror
+) -> None:
     """A host listed in the upstream's allow_hosts may be private."""
     upstream.add("a/img.tgz", tarball(1))
     upstream.images[0]["url"] = f"http://localhost:{server.server.port}/a/img.tgz"
@@ -376,13 +399,15 @@ def test_allow_hosts_trusts_a_private_image_host(upstream: Upstream, server: Thr
     assert_published_verifies(mirror)
 
 
-def test_redirect_to_private_host_is_refused(upstream: Upstream, server: ThreadedFaultServer,
-                                             mirror: Mirror) -> None:
+def test_redirect_to_private_host_is_refused(
+    upstream: Upstream, server: ThreadedFaultServer, mirror: Mirror
+) -> None:
     """A redirect hop to another, private host is refused like an image url would be."""
     upstream.add("a/img.tgz", tarball(1))
     upstream.write()
-    server.set_fault("/a/img.tgz",
-                     Fault(redirect_to=f"http://localhost:{server.server.port}/b/img.tgz"))
+    server.set_fault(
+        "/a/img.tgz", Fault(redirect_to=f"http://localhost:{server.server.port}/b/img.tgz")
+    )
 
     done = mirror.sync()
 
@@ -391,9 +416,9 @@ def test_redirect_to_private_host_is_refused(upstream: Upstream, server: Threade
 
 
 # -- resume ---------------------------------------------------------------------------------
-def test_interrupted_download_resumes_with_range(upstream: Upstream,
-                                                 server: ThreadedFaultServer,
-                                                 mirror: Mirror) -> None:
+def test_interrupted_download_resumes_with_range(
+    upstream: Upstream, server: ThreadedFaultServer, mirror: Mirror
+) -> None:
     """A download that failed after its retries is kept and resumed with Range and If-Range."""
     data = tarball(1, 300_000)
     upstream.add("a/img.tgz", data)
@@ -417,8 +442,9 @@ def test_interrupted_download_resumes_with_range(upstream: Upstream,
     assert not list((mirror.root / ".eumirror" / "partial").iterdir())
 
 
-def test_resume_answered_with_200_starts_over(upstream: Upstream, server: ThreadedFaultServer,
-                                              mirror: Mirror) -> None:
+def test_resume_answered_with_200_starts_over(
+    upstream: Upstream, server: ThreadedFaultServer, mirror: Mirror
+) -> None:
     """An upstream that ignores Range sends the whole file, which replaces the kept prefix."""
     data = tarball(1, 300_000)
     upstream.add("a/img.tgz", data)
@@ -432,8 +458,9 @@ def test_resume_answered_with_200_starts_over(upstream: Upstream, server: Thread
     assert_published_verifies(mirror)
 
 
-def test_stale_partials_are_cleaned(upstream: Upstream, server: ThreadedFaultServer,
-                                    mirror: Mirror) -> None:
+def test_stale_partials_are_cleaned(
+    upstream: Upstream, server: ThreadedFaultServer, mirror: Mirror
+) -> None:
     """A partial download nobody plans any more is removed at the end of the next sync."""
     upstream.add("a/img.tgz", tarball(1))
     upstream.write()
@@ -447,9 +474,9 @@ def test_stale_partials_are_cleaned(upstream: Upstream, server: ThreadedFaultSer
 
 
 # -- the root itself ------------------------------------------------------------------------
-def test_symlinked_upstream_folder_leading_outside_is_refused(tmp_path: Path, upstream: Upstream,
-                                                              server: ThreadedFaultServer,
-                                                              mirror: Mirror) -> None:
+def test_symlinked_upstream_folder_leading_outside_is_refused(
+    tmp_path: Path, upstream: Upstream, server: ThreadedFaultServer, mirror: Mirror
+) -> None:
     """A <root>/<U> symlink to somewhere else is refused; nothing is written there."""
     upstream.add("a/img.tgz", tarball(1))
     upstream.write()
@@ -465,8 +492,9 @@ def test_symlinked_upstream_folder_leading_outside_is_refused(tmp_path: Path, up
     assert any("symlink" in line for line in human_lines(done.stderr))
 
 
-def test_symlinked_images_folder_is_refused(tmp_path: Path, upstream: Upstream,
-                                            server: ThreadedFaultServer, mirror: Mirror) -> None:
+def test_symlinked_images_folder_is_refused(
+    tmp_path: Path, upstream: Upstream, server: ThreadedFaultServer, mirror: Mirror
+) -> None:
     """A symlinked images/ folder inside <U> that leads outside the root gets nothing written."""
     upstream.add("a/img.tgz", tarball(1))
     upstream.write()
@@ -482,9 +510,9 @@ def test_symlinked_images_folder_is_refused(tmp_path: Path, upstream: Upstream,
 
 
 # -- full disks and read-only roots ---------------------------------------------------------
-def test_download_larger_than_free_space_is_refused(upstream: Upstream,
-                                                    server: ThreadedFaultServer,
-                                                    mirror: Mirror) -> None:
+def test_download_larger_than_free_space_is_refused(
+    upstream: Upstream, server: ThreadedFaultServer, mirror: Mirror
+) -> None:
     """Content-Length beyond free space minus the reserve fails the image with need/have."""
     upstream.add("a/img.tgz", tarball(1))
     upstream.write()
@@ -507,8 +535,13 @@ can_unshare = os.geteuid() == 0 and shutil.which("unshare") is not None
 
 
 def in_namespace(script: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-euc", script],
-                          capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-euc", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 @pytest.mark.skipif(not can_unshare, reason=NAMESPACE_REASON)
@@ -520,9 +553,12 @@ def test_enospc_mid_write_fails_the_image_and_keeps_the_catalog(
     upstream.write()
     root = tmp_path / "tmpfs"
     root.mkdir()
-    config = write_config(tmp_path / "c.toml", root=root,
-                          upstreams={"up": f"{server.url}/catalog"},
-                          limits={"free_space_reserve": "0B", "retries": 0})
+    config = write_config(
+        tmp_path / "c.toml",
+        root=root,
+        upstreams={"up": f"{server.url}/catalog"},
+        limits={"free_space_reserve": "0B", "retries": 0},
+    )
     cli = f"{sys.executable} -m eumirror sync --once --config {config}"
     upstream_two = Upstream(upstream.folder, list(upstream.images))
     upstream_two.add("a/huge.tgz", tarball(2, 3 << 20))
@@ -560,8 +596,7 @@ def test_read_only_root_names_the_path_and_the_unit_setting(
     upstream.write()
     root = tmp_path / "ro"
     root.mkdir()
-    config = write_config(tmp_path / "c.toml", root=root,
-                          upstreams={"up": f"{server.url}/catalog"})
+    config = write_config(tmp_path / "c.toml", root=root, upstreams={"up": f"{server.url}/catalog"})
     script = f"""
 mount --bind {root} {root}
 mount -o remount,bind,ro {root}
@@ -578,16 +613,19 @@ echo "exit=$?"
 
 
 # -- signals --------------------------------------------------------------------------------
-def test_sigterm_mid_download_cleans_up_and_exits_143(upstream: Upstream,
-                                                      server: ThreadedFaultServer,
-                                                      mirror: Mirror) -> None:
+def test_sigterm_mid_download_cleans_up_and_exits_143(
+    upstream: Upstream, server: ThreadedFaultServer, mirror: Mirror
+) -> None:
     """SIGTERM during a download: exit 128+15, nothing partial published, lock released."""
     upstream.add("a/img.tgz", tarball(1, 100_000))
     upstream.write()
     gate, arrived = threading.Event(), threading.Event()
     server.set_fault("/a/img.tgz", Fault(gate=gate, gate_after=50_000, on_request=arrived))
-    proc = subprocess.Popen([sys.executable, "-m", "eumirror", "sync", "--once", "--config",
-                             str(mirror.config)], stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "eumirror", "sync", "--once", "--config", str(mirror.config)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert arrived.wait(30)
         server.wait_for_requests("/a/img.tgz", 1, timeout=30)
