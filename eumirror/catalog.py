@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from .errors import CatalogError
 from .names import is_valid_name
@@ -102,6 +104,19 @@ def parse_catalog(
     images: list[Image] = []
     bad: list[BadImage] = []
     for index, raw in enumerate(raw_images):
+        if type(raw) is dict:  # the common, well-formed entry, checked inline for speed
+            name, url = raw.get("name"), raw.get("url")
+            if (
+                type(url) is str
+                and url
+                and type(name) is str
+                and len(name) == 10
+                and name.isascii()
+                and name.isdigit()
+                and name <= "4294967295"
+            ):
+                images.append(Image(index, raw, name, url))
+                continue
         reason = image_problem(raw, strict_names=strict_names)
         if reason:
             bad.append(BadImage(index, reason, raw))
@@ -129,36 +144,50 @@ def _show(value: Any) -> str:
 
 
 def dump_catalog(top: Mapping[str, Any], images: Iterable[Mapping[str, Any]]) -> bytes:
-    """Serialise with the top-level keys in their order and one image per line.
+    return b"".join(iter_catalog(top, images))
 
-    One `json.dumps` per image keeps the C encoder (indent= would fall back to pure Python) while
-    leaving the document readable and diff-friendly; rows are encoded one by one and joined once.
+
+def iter_catalog(top: Mapping[str, Any], images: Iterable[Mapping[str, Any]]) -> Iterator[bytes]:
+    """Serialise with the top-level keys in their order and one image per line, as a stream.
+
+    One image per line keeps the document readable and diff-friendly; streaming it means a large
+    catalog is written without a second copy in memory.
     """
     keys = list(top.keys()) if "images" in top else [*top.keys(), "images"]
-    out: list[bytes] = [b"{\n"]
+    yield b"{\n"
     for position, key in enumerate(keys):
         comma = b",\n" if position < len(keys) - 1 else b"\n"
         if key == "images":
-            out.append(b' "images": [')
+            yield b' "images": ['
             first = True
             for image in images:
-                out.append(b"\n  " if first else b",\n  ")
-                out.append(_encodable(image).encode("utf-8"))
+                yield (b"\n  " if first else b",\n  ") + _encode_row(image)
                 first = False
-            out.append(b"]" if first else b"\n ]")
+            yield b"]" if first else b"\n ]"
         else:
-            out.append(f" {_encodable(key)}: {_encodable(top[key])}".encode())
-        out.append(comma)
-    out.append(b"}\n")
-    return b"".join(out)
+            yield f" {_encodable(key)}: {_encodable(top[key])}".encode()
+        yield comma
+    yield b"}\n"
+
+
+def _encode_row(image: Mapping[str, Any]) -> bytes:
+    """orjson for speed; the standard encoder for what orjson refuses (huge ints, surrogates)."""
+    try:
+        return orjson.dumps(image)
+    except TypeError:
+        return _encodable(image).encode("utf-8")
+
+
+_READABLE = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode
+_ESCAPED = json.JSONEncoder(allow_nan=False).encode
 
 
 def _encodable(value: Any) -> str:
     """Readable UTF-8 where possible; \\u escapes where the text holds lone surrogates."""
-    text = json.dumps(value, ensure_ascii=False)
+    text: str = _READABLE(value)
     if not text.isascii():
         try:
             text.encode("utf-8")
         except UnicodeEncodeError:
-            return json.dumps(value)
+            return str(_ESCAPED(value))
     return text

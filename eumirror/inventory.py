@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from .gcpause import paused_gc
 from .log import log
 from .plan import Inventory
 from .store import Files, Mirror, hash_file, record_of, scan_unknown, still_verified
@@ -24,14 +25,20 @@ def load_inventory(
     mirror: Mirror, upstreams: Iterable[str]
 ) -> tuple[dict[str, Files], Inventory, set[str]]:
     """Each upstream's files state, all verified files by name, and the rebuilt upstreams."""
+    with paused_gc():
+        return _load(mirror, upstreams)
+
+
+def _load(mirror: Mirror, upstreams: Iterable[str]) -> tuple[dict[str, Files], Inventory, set[str]]:
     all_files: dict[str, Files] = {}
     inventory = Inventory()
     rebuilt: set[str] = set()
     for name in upstreams:
         files = Files.from_doc(mirror.load_state(name, "files"))
         folder = mirror.root / name
+        prefix = f"{folder}/"
         kept = {
-            dest: rec for dest, rec in files.files.items() if still_verified(folder / dest, rec)
+            dest: rec for dest, rec in files.files.items() if still_verified(prefix + dest, rec)
         }
         if not files.trusted or mirror.state_path(name, "dirty").exists():
             kept.update(_reverify(name, folder, kept))

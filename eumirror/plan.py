@@ -95,56 +95,45 @@ def make_plan(
         )
     claimed: dict[str, tuple[str, int]] = {}  # source url -> (name, index) of its first entry
     scheduled: dict[str, str] = {}  # name -> root-relative dest of the step that fetches it
+    verified_paths = inventory.paths
+    previous_url_of = previous.get
+    # The loop runs once per image (100k in a large catalog): names are bound locally.
+    reuse, link, download = Action.REUSE, Action.LINK, Action.DOWNLOAD
     for image in catalog.images:
+        index, name, fields = image.index, image.name, image.fields
         try:
             source_url = resolve_image_url(source, image.url)
         except EumirrorError as exc:
-            steps[image.index] = Step(image.index, Action.FAIL, exc.message, image.fields)
+            steps[index] = Step(index, Action.FAIL, exc.message, fields)
             continue
-        prior = previous.get(source_url, "")
+        prior = previous_url_of(source_url, "")
         seen_urls.add(source_url)
-        if source_url in claimed and claimed[source_url][0] != image.name:
-            other_name, other_index = claimed[source_url]
-            steps[image.index] = Step(
-                image.index,
-                Action.FAIL,
-                f"url also listed by image #{other_index} with name {other_name}",
-                image.fields,
-                image.name,
-                source_url,
-                previous_url=prior,
+        first = claimed.get(source_url)
+        if first is None:
+            claimed[source_url] = (name, index)
+        elif first[0] != name:
+            reason = f"url also listed by image #{first[1]} with name {first[0]}"
+            steps[index] = Step(
+                index, Action.FAIL, reason, fields, name, source_url, previous_url=prior
             )
             continue
-        claimed.setdefault(source_url, (image.name, image.index))
-        dest = image_dest(image.name, source_url)
+        dest = image_dest(name, source_url)
         rooted = f"{upstream}/{dest}"
-        have = inventory.find(image.name)
+        have = verified_paths.get(name)
         link_from = ""
-        if rooted in have:
-            action, reason = Action.REUSE, "verified"
+        if have and rooted in have:
+            action, reason = reuse, "verified"
         elif have:
-            action, reason, link_from = Action.LINK, f"verified at {have[0]}", have[0]
-        elif scheduled.get(image.name) == rooted:
-            action, reason = Action.DOWNLOAD, "listed twice"
-        elif image.name in scheduled:
-            action, reason = Action.LINK, "same name as another image"
-            link_from = scheduled[image.name]
-        else:
-            scheduled[image.name] = rooted
-            action = Action.DOWNLOAD
+            action, reason, link_from = link, f"verified at {have[0]}", have[0]
+        elif name not in scheduled:
+            scheduled[name] = rooted
+            action = download
             reason = "new name for the same url" if prior else "new image"
-        step = Step(
-            image.index,
-            action,
-            reason,
-            image.fields,
-            image.name,
-            source_url,
-            dest,
-            link_from,
-            prior,
-        )
-        steps[image.index] = step
+        elif scheduled[name] == rooted:
+            action, reason = download, "listed twice"
+        else:
+            action, reason, link_from = link, "same name as another image", scheduled[name]
+        steps[index] = Step(index, action, reason, fields, name, source_url, dest, link_from, prior)
     _keep_previous_once(steps)
     seen_urls.discard("")
     dropped = tuple(url for url in previous if url not in seen_urls)

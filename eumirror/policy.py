@@ -20,7 +20,12 @@ HTTP_SCHEMES = frozenset({"http", "https"})
 _FORBIDDEN_IN_URL = re.compile(r"[\x00-\x20\x7f\\]")
 MAX_FILE_NAME_BYTES = 200
 # No ";": urllib still splits RFC 1808 path parameters, and its answer is the one we keep.
-_PLAIN_RELATIVE = re.compile(r"[A-Za-z0-9._~!$&'()*+,=@%-][A-Za-z0-9._~!$&'()*+,=:@%/-]*\Z")
+_PLAIN_RELATIVE = re.compile(
+    r"(?![^/]*:)"  # no scheme
+    r"(?!.*//)"  # no empty segment (urllib folds them)
+    r"(?!(?:.*/)?\.\.?(?:/|\Z))"  # no dot segment
+    r"[A-Za-z0-9._~!$&'()*+,=@%-][A-Za-z0-9._~!$&'()*+,=:@%/-]*\Z"
+)
 _PLAIN_FILE_NAME = re.compile(r"[A-Za-z0-9_~-][A-Za-z0-9._~-]{0,199}\Z")
 _PLAIN_DEST = re.compile(r"[A-Za-z0-9._~/-]+\Z")
 
@@ -91,12 +96,7 @@ def _is_plain_relative(url: str, *, allow_percent: bool) -> bool:
 
     The fast path for the common case; anything else goes through urljoin and every check.
     """
-    if not _PLAIN_RELATIVE.match(url) or "//" in url or (not allow_percent and "%" in url):
-        return False
-    head = url.split("/", 1)[0]
-    if ":" in head:
-        return False
-    return not any(segment in (".", "..") for segment in url.split("/"))
+    return _PLAIN_RELATIVE.match(url) is not None and (allow_percent or "%" not in url)
 
 
 def local_image_path(source: Source, resolved: str) -> str:

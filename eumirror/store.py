@@ -12,14 +12,16 @@ import ctypes
 import ctypes.util
 import errno
 import fcntl
+import filecmp
 import itertools
-import json
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from .errors import LockHeld, StorageError
 from .names import CHUNK, NameHasher, is_valid_name
@@ -164,20 +166,34 @@ class Mirror:
         """A fresh path under .eumirror/tmp, unique across processes and concurrent writers."""
         return self.tmp / f"{label}.{os.getpid()}.{next(_SCRATCH)}.tmp"
 
-    def write_atomic(self, dest: Path, data: bytes, *, mode: int = 0o644) -> None:
-        """Write under .eumirror/tmp, fsync, rename over `dest`, fsync both folders."""
+    def write_atomic(
+        self,
+        dest: Path,
+        data: bytes | Iterable[bytes],
+        *,
+        mode: int = 0o644,
+        unless_equal: bool = False,
+    ) -> bool:
+        """Write under .eumirror/tmp, fsync, rename over `dest`, fsync both folders.
+
+        `data` may be a stream of chunks, so a large catalog is never held whole in memory. With
+        `unless_equal`, a `dest` that already holds these bytes is left alone (returns False).
+        """
         tmp = self.scratch(dest.name)
         try:
             dest.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fchmod(fd, mode)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            with open(tmp, "wb", buffering=CHUNK) as f:
+                os.fchmod(f.fileno(), mode)
+                if isinstance(data, bytes | bytearray):
+                    f.write(data)
+                else:
+                    for chunk in data:
+                        f.write(chunk)
+                f.flush()
+                if unless_equal and dest.exists() and filecmp.cmp(tmp, dest, shallow=False):
+                    tmp.unlink()
+                    return False
+                os.fsync(f.fileno())
             os.rename(tmp, dest)
             fsync_dir(dest.parent)
             fsync_dir(self.tmp)
@@ -185,17 +201,12 @@ class Mirror:
             with contextlib.suppress(OSError):
                 tmp.unlink()
             raise storage_error(exc, dest, "writing") from None
+        return True
 
-    def publish_catalog(self, upstream: str, data: bytes) -> bool:
+    def publish_catalog(self, upstream: str, data: bytes | Iterable[bytes]) -> bool:
         """Atomically replace `<root>/<U>/catalog`; False when it already holds these bytes."""
         dest = self.upstream_dir(upstream) / "catalog"
-        try:
-            if dest.read_bytes() == data:
-                return False
-        except OSError:
-            pass
-        self.write_atomic(dest, data)
-        return True
+        return self.write_atomic(dest, data, unless_equal=True)
 
     def read_catalog(self, upstream: str) -> bytes | None:
         try:
@@ -251,7 +262,7 @@ class Mirror:
     def load_state(self, upstream: str, part: str) -> dict[str, Any] | None:
         """A state document, or None when missing, corrupt or of another format version."""
         try:
-            doc = json.loads(self.state_path(upstream, part).read_bytes())
+            doc = orjson.loads(self.state_path(upstream, part).read_bytes())
         except (OSError, ValueError):
             return None
         if not isinstance(doc, dict) or doc.get("format") != STATE_FORMAT:
@@ -259,8 +270,8 @@ class Mirror:
         return doc
 
     def save_state(self, upstream: str, part: str, doc: dict[str, Any]) -> None:
-        body = json.dumps({**doc, "format": STATE_FORMAT}, separators=(",", ":"))
-        self.write_atomic(self.state_path(upstream, part), body.encode(), mode=0o600)
+        body = orjson.dumps({**doc, "format": STATE_FORMAT})
+        self.write_atomic(self.state_path(upstream, part), body, mode=0o600)
 
     def free_bytes(self) -> int:
         st = os.statvfs(self.work)
@@ -302,7 +313,7 @@ class Files:
         return cls(files, published, removed)
 
 
-def still_verified(path: Path, record: list[Any]) -> bool:
+def still_verified(path: Path | str, record: list[Any]) -> bool:
     """The file is the one we verified: same size and modification time, a regular file."""
     try:
         st = os.lstat(path)

@@ -8,21 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import hashlib
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from .catalog import dump_catalog, parse_catalog
+from .catalog import iter_catalog, parse_catalog
 from .config import Config, Upstream
 from .download import PartialFile, SpaceBudget
 from .errors import CatalogError, EumirrorError, FetchError, ImageError, StorageError, VerifyError
 from .fetch import CatalogFetch, Fetcher, Validators
+from .gcpause import paused_gc
 from .inventory import clean_partials, collect_garbage, load_inventory
 from .log import log
 from .plan import (
@@ -127,6 +127,7 @@ class Syncer:
         self.meta: dict[str, dict[str, Any]] = {}
         self.touched: set[str] = set()
         self.budget: SpaceBudget | None = None
+        self._inventory_task: asyncio.Future[Any] | None = None
         """Upstreams whose files state changed in this run and must be saved."""
 
     # -- the run ----------------------------------------------------------------------------
@@ -143,13 +144,6 @@ class Syncer:
                 for up, report in zip(ups, reports, strict=True)
             )
         )
-        if any(f is not None for f in fetched):
-            with paused_gc():
-                files, self.inventory, rebuilt = await asyncio.to_thread(
-                    load_inventory, self.mirror, [up.name for up in ups]
-                )
-            self.files.update(files)
-            self.touched |= rebuilt
         await asyncio.gather(
             *(
                 self._guard(up, report, self._apply(up, report, body))
@@ -157,6 +151,8 @@ class Syncer:
                 if body is not None
             )
         )
+        if self._inventory_task is not None:
+            await self._inventory_loaded()
         for report in reports:
             report.ended = report.started + (time.monotonic() - began)
             self._log_report(report)
@@ -166,6 +162,23 @@ class Syncer:
             done = {r.name for r in reports if r.catalog_ok}
             clean_partials(self.mirror, keep=self.active_partials, upstreams=done)
         return RunReport(reports)
+
+    def _start_inventory(self) -> None:
+        """Load what is verified on disk in a worker thread, while catalogs are parsed."""
+        if self._inventory_task is None:
+            names = [up.name for up in self.config.upstreams]
+            self._inventory_task = asyncio.ensure_future(
+                asyncio.to_thread(load_inventory, self.mirror, names)
+            )
+
+    async def _inventory_loaded(self) -> None:
+        self._start_inventory()
+        assert self._inventory_task is not None
+        files, inventory, rebuilt = await asyncio.shield(self._inventory_task)
+        if not self.files:
+            self.files.update(files)
+            self.inventory = inventory
+            self.touched |= rebuilt
 
     async def _guard(self, up: Upstream, report: UpstreamReport, work: Any) -> Any:
         """An expected failure fails this upstream only, with its one line."""
@@ -247,6 +260,7 @@ class Syncer:
         )
         fetched = await self.fetcher.fetch_catalog(up.source, known)
         if fetched.body is not None:
+            self._start_inventory()
             return fetched
         report.result, report.unchanged = "success", True
         report.images = int(meta.get("images", 0))
@@ -258,11 +272,13 @@ class Syncer:
         """Plan against the inventory, bring the files in, publish the catalog."""
         bound = log.bind(upstream=up.name)
         mirror = self.mirror
-        files = self.files[up.name]
         assert fetched.body is not None
         with paused_gc():
             catalog = parse_catalog(fetched.body, max_bytes=self.config.limits.catalog_max_bytes)
             fetched.body = None  # the parsed form is all we need from here on
+        await self._inventory_loaded()
+        files = self.files[up.name]
+        with paused_gc():
             previous = {src: pair[0] for src, pair in files.published.items()}
             plan = make_plan(
                 upstream=up.name,
@@ -298,8 +314,9 @@ class Syncer:
                 previous_entries=entries,
                 url_to_dest={url: dest for url, dest in files.published.values()},
             )
-            body = dump_catalog(plan.top, outcome.images)
-        await asyncio.to_thread(mirror.publish_catalog, up.name, body)
+        body = iter_catalog(plan.top, outcome.images)
+        with paused_gc():
+            await asyncio.to_thread(mirror.publish_catalog, up.name, body)
         self.published[up.name] = outcome.referenced
         self.touched.add(up.name)
         files.published = outcome.published
@@ -487,30 +504,6 @@ class Syncer:
         except CatalogError:
             return {}
         return {img.url: img.fields for img in old.images}
-
-
-_gc_pauses = 0
-
-
-@contextlib.contextmanager
-def paused_gc() -> Iterator[None]:
-    """No cyclic GC while large acyclic structures (catalogs, plans, state) are built.
-
-    Each collection would walk every one of the 100k image objects; these phases create no
-    cycles, so pausing costs nothing and halves their time. Nested pauses are counted.
-    """
-    global _gc_pauses
-    if _gc_pauses == 0 and not gc.isenabled():
-        yield
-        return
-    _gc_pauses += 1
-    gc.disable()
-    try:
-        yield
-    finally:
-        _gc_pauses -= 1
-        if _gc_pauses == 0:
-            gc.enable()
 
 
 @dataclass(frozen=True)
