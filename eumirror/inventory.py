@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from .gcpause import paused_gc
 from .log import log
+from .names import is_valid_name
 from .plan import Inventory
-from .store import Files, Mirror, hash_file, record_of, scan_unknown, still_verified
+from .store import Files, Mirror, hash_file, record_of, scan_unknown
 
 STALE_PARTIAL_SECONDS = 7 * 86400
 
@@ -36,10 +39,7 @@ def _load(mirror: Mirror, upstreams: Iterable[str]) -> tuple[dict[str, Files], I
     for name in upstreams:
         files = Files.from_doc(mirror.load_state(name, "files"))
         folder = mirror.root / name
-        prefix = f"{folder}/"
-        kept = {
-            dest: rec for dest, rec in files.files.items() if still_verified(prefix + dest, rec)
-        }
+        kept = _still_verified(f"{folder}/", files.files)
         if not files.trusted or mirror.state_path(name, "dirty").exists():
             kept.update(_reverify(name, folder, kept))
             if not files.trusted:
@@ -48,9 +48,39 @@ def _load(mirror: Mirror, upstreams: Iterable[str]) -> tuple[dict[str, Files], I
                     log.info("state_rebuilt", upstream=name, verified=len(kept))
         files.files = kept
         all_files[name] = files
+        paths = inventory.paths
         for dest, rec in kept.items():
-            inventory.add(str(rec[0]), f"{name}/{dest}")
+            rooted = f"{name}/{dest}"
+            found = paths.get(rec[0])
+            if found is None:
+                paths[rec[0]] = [rooted]
+            elif rooted not in found:
+                found.append(rooted)
     return all_files, inventory, rebuilt
+
+
+def _still_verified(prefix: str, records: dict[str, Any]) -> dict[str, list[Any]]:
+    """The records whose file is still the one verified: a regular file of the same size and
+    modification time, at images/<its name>/. One stat each, no hashing (100k files: ~0.3 s)."""
+    kept: dict[str, list[Any]] = {}
+    lstat, is_reg = os.lstat, stat.S_ISREG
+    for dest, rec in records.items():
+        try:
+            st = lstat(prefix + dest)
+        except (OSError, TypeError, ValueError):
+            continue
+        if (
+            type(rec) is list
+            and len(rec) == 4
+            and st.st_size == rec[1]
+            and st.st_mtime_ns == rec[2]
+            and is_reg(st.st_mode)
+            and dest.startswith("images/")
+            and dest[7:18] == f"{rec[0]}/"
+            and is_valid_name(rec[0])
+        ):
+            kept[dest] = rec
+    return kept
 
 
 def _reverify(

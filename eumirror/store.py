@@ -15,7 +15,6 @@ import fcntl
 import filecmp
 import itertools
 import os
-import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -303,31 +302,14 @@ class Files:
             isinstance(files, dict) and isinstance(published, dict) and isinstance(removed, dict)
         ):
             return cls(trusted=False)
-        # Records are checked one by one where they are used (still_verified); the published
-        # map must hold [url, dest] string pairs, which is cheap to confirm in bulk.
+        # Records are checked one by one where they are used (the inventory's stat check);
+        # the published map must hold [url, dest] string pairs, cheap to confirm in bulk.
         if not all(
             type(v) is list and len(v) == 2 and type(v[0]) is str and type(v[1]) is str
             for v in published.values()
         ) or not all(isinstance(v, int | float) for v in removed.values()):
             return cls(trusted=False)
         return cls(files, published, removed)
-
-
-def still_verified(path: Path | str, record: list[Any]) -> bool:
-    """The file is the one we verified: same size and modification time, a regular file."""
-    try:
-        st = os.lstat(path)
-    except OSError:
-        return False
-    return (
-        stat.S_ISREG(st.st_mode)
-        and type(record) is list
-        and len(record) == 4
-        and type(record[0]) is str
-        and is_valid_name(record[0])
-        and st.st_size == record[1]
-        and st.st_mtime_ns == record[2]
-    )
 
 
 def record_of(path: Path, digest: FileDigest) -> list[Any]:
