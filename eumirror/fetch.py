@@ -157,7 +157,9 @@ class Fetcher:
         self._session = aiohttp.ClientSession(
             connector=connector,
             auto_decompress=False,
-            trust_env=True,
+            # Proxies come from the environment through _proxy_for; aiohttp's own trust_env
+            # would also re-read ~/.netrc in a worker thread for every request.
+            trust_env=False,
             read_bufsize=CHUNK,
             timeout=aiohttp.ClientTimeout(
                 total=None,
@@ -195,6 +197,12 @@ class Fetcher:
                 await asyncio.sleep(delay)
 
     # -- requests ---------------------------------------------------------------------------
+    def _proxy_for(self, url: str) -> str | None:
+        """HTTP_PROXY / HTTPS_PROXY / NO_PROXY, as curl and urllib read them."""
+        if not uses_proxy(url, self.proxies):
+            return None
+        return self.proxies[urlsplit(url).scheme]
+
     async def _check_host(self, url: str) -> None:
         """Refuse an unlisted host whose address is not public (literal IPs skip the resolver)."""
         host = (urlsplit(url).hostname or "").lower().rstrip(".")
@@ -217,7 +225,12 @@ class Fetcher:
         for _hop in range(MAX_REDIRECTS + 1):
             await self._check_host(current)
             try:
-                resp = await self.session.get(current, headers=headers, allow_redirects=False)
+                resp = await self.session.get(
+                    current,
+                    headers=headers,
+                    allow_redirects=False,
+                    proxy=self._proxy_for(current),
+                )
             except (
                 aiohttp.ClientConnectionError,
                 aiohttp.ClientPayloadError,

@@ -117,6 +117,7 @@ class Syncer:
         self.show_plan = show_plan
         self.clock = clock
         self.semaphore = asyncio.Semaphore(config.concurrency)
+        self.preparing = asyncio.Semaphore(config.concurrency * 4)
         self.files: dict[str, Files] = {}
         self.inventory = Inventory()
         self.active_partials: set[Path] = set()
@@ -432,17 +433,22 @@ class Syncer:
         key = hashlib.sha1(step.source_url.encode(), usedforsecurity=False).hexdigest()[:16]
         path = self.mirror.partial / f"{up.name}.{step.name}.{key}.part"
         self.active_partials.add(path)
-        async with self.semaphore:
-            began = time.monotonic()
-            assert self.budget is not None
-            partial = PartialFile(path, self.budget)
+        assert self.budget is not None
+        partial = PartialFile(path, self.budget)
+        # Creating files is slow on some filesystems (~1 ms each): partials are opened ahead,
+        # outside the transfer slots, so the slots only ever wait on the network.
+        async with self.preparing:
             try:
                 if up.source.is_file:
                     self._check_file_image(up, step.source_url)
                 known = await partial.open()
                 resumed = partial.offset
                 if not (resumed and partial.current_name() == step.name):
-                    await self.fetcher.download(step.source_url, partial, known)
+                    async with self.semaphore:
+                        began = time.monotonic()
+                        await self.fetcher.download(step.source_url, partial, known)
+                else:
+                    began = time.monotonic()
                 digest = await partial.finish(step.name)
                 final = await asyncio.to_thread(self.mirror.prepare_dest, up.name, step.dest)
             except VerifyError as exc:
