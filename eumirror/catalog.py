@@ -66,7 +66,7 @@ def _no_constant(text: str) -> Any:
     raise ValueError(f"{text} is not valid JSON")
 
 
-def loads_strict(data: bytes, *, what: str = "catalog") -> Any:
+def loads_strict(data: bytes | bytearray, *, what: str = "catalog") -> Any:
     """Decode UTF-8 JSON, refusing what Python's json would quietly accept."""
     if data.startswith(UTF8_BOM):
         raise CatalogError(f"{what} starts with a UTF-8 byte order mark")
@@ -88,7 +88,7 @@ def loads_strict(data: bytes, *, what: str = "catalog") -> Any:
 
 
 def parse_catalog(
-    data: bytes, *, max_bytes: int | None = None, strict_names: bool = True
+    data: bytes | bytearray, *, max_bytes: int | None = None, strict_names: bool = True
 ) -> Catalog:
     """Parse a catalog document; with `strict_names=False` names may be missing (the publisher)."""
     if max_bytes is not None and len(data) > max_bytes:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import errno
 import random
 import socket
 import time
@@ -62,10 +63,14 @@ class Sink(Protocol):
 
 @dataclass
 class CatalogFetch:
-    body: bytes | None
+    body: bytes | bytearray | None
     """None when the upstream answered 'not modified'."""
     etag: str | None
     last_modified: str | None
+
+
+class AddressRefused(OSError):
+    """A host whose every address is private: refused, and not worth a retry."""
 
 
 class PublicOnlyResolver(AbstractResolver):
@@ -87,9 +92,10 @@ class PublicOnlyResolver(AbstractResolver):
             return results
         public = [r for r in results if is_public_address(r["host"])]
         if not public:
-            raise OSError(
-                f"{host} resolves only to non-public addresses; add it to the "
-                "upstream's allow_hosts to trust it"
+            raise AddressRefused(
+                errno.EACCES,
+                f"{host} resolves only to non-public addresses; add it to the upstream's "
+                "allow_hosts to trust it",
             )
         return public
 
@@ -113,6 +119,17 @@ def proxy_hosts(proxies: dict[str, str]) -> frozenset[str]:
         if host:
             hosts.add(host.lower())
     return frozenset(hosts)
+
+
+def settled(last_modified: str | None, date: str | None) -> bool:
+    """A Last-Modified at least 2 s older than the answer: the one-second resolution of the
+    header cannot hide a change made in the same second, so it is safe to revalidate with."""
+    try:
+        modified = email.utils.parsedate_to_datetime(last_modified or "").timestamp()
+        now = email.utils.parsedate_to_datetime(date).timestamp() if date else time.time()
+    except (TypeError, ValueError, IndexError):
+        return False
+    return now - modified >= 2
 
 
 def retry_after_seconds(value: str | None) -> float | None:
@@ -231,6 +248,10 @@ class Fetcher:
                     allow_redirects=False,
                     proxy=self._proxy_for(current),
                 )
+            except aiohttp.ClientConnectorError as exc:
+                refused = isinstance(exc.os_error, AddressRefused)
+                message = exc.os_error.strerror if refused else _describe(exc)
+                raise FetchError(f"{redact(current)}: {message}", transient=not refused) from None
             except (
                 aiohttp.ClientConnectionError,
                 aiohttp.ClientPayloadError,
@@ -318,9 +339,11 @@ class Fetcher:
                         f"catalog {redact(url)} is larger than catalog_max_bytes ({cap}); refused"
                     )
             _check_length(resp, len(body), url)
-            return CatalogFetch(
-                bytes(body), resp.headers.get("ETag"), resp.headers.get("Last-Modified")
-            )
+            etag = resp.headers.get("ETag")
+            modified = resp.headers.get("Last-Modified")
+            if not etag and not settled(modified, resp.headers.get("Date")):
+                modified = None
+            return CatalogFetch(body, etag, modified)
 
     async def _file_catalog(self, source: Source, known: Validators) -> CatalogFetch:
         path = Path(unquote(urlsplit(source.url).path))

@@ -662,3 +662,62 @@ def test_complete_partial_from_a_killed_run_is_published_without_a_request(
     assert done.returncode == 0, done.stderr
     assert server.requests("/a/img.tgz") == 0
     assert_published_verifies(mirror)
+
+
+def test_a_published_file_changed_behind_our_back_is_not_trusted(
+    upstream: Upstream, server: ThreadedFaultServer, mirror: Mirror
+) -> None:
+    """A tarball altered on disk fails the state's stat check and is fetched again."""
+    upstream.add("a/one.tgz", tarball(1))
+    upstream.write()
+    assert mirror.sync().returncode == 0
+    url = mirror.catalog()["images"][0]["url"]
+    (mirror.root / "up" / url).write_bytes(b"bit rot")
+    upstream.add("a/two.tgz", tarball(2))
+    upstream.write()
+    server.reset_counters()
+
+    done = mirror.sync()
+
+    assert done.returncode == 0, done.stderr
+    assert server.requests("/a/one.tgz") == 1
+    assert_published_verifies(mirror)
+
+
+@pytest.mark.skipif(not can_unshare, reason=NAMESPACE_REASON)
+def test_catalog_that_does_not_fit_leaves_the_published_one_whole(
+    tmp_path: Path, upstream: Upstream, server: ThreadedFaultServer
+) -> None:
+    """ENOSPC while writing the new catalog: the published catalog stays byte-identical."""
+    upstream.add("a/small.tgz", tarball(1, 1000))
+    upstream.write()
+    root = tmp_path / "tmpfs"
+    root.mkdir()
+    config = write_config(
+        tmp_path / "c.toml",
+        root=root,
+        upstreams={"up": f"{server.url}/catalog"},
+        limits={"free_space_reserve": "0B", "catalog_max_bytes": "8MiB"},
+    )
+    cli = f"{sys.executable} -m eumirror sync --once --config {config}"
+    bigger = Upstream(upstream.folder, [dict(upstream.images[0])])
+    bigger.images[0]["description"] = "x" * (1536 * 1024)
+    (upstream.folder / "catalog2").write_text(json.dumps(bigger.document()))
+    script = f"""
+mount -t tmpfs -o size=1m tmpfs {root}
+{cli} 2>/dev/null
+cp {root}/up/catalog {tmp_path}/before
+mv {upstream.folder}/catalog2 {upstream.folder}/catalog
+set +e
+{cli} 2>{tmp_path}/err
+echo "exit=$?"
+set -e
+cmp {root}/up/catalog {tmp_path}/before && echo same-catalog
+ls -A {root}/.eumirror/tmp
+"""
+    done = in_namespace(script)
+
+    assert "exit=1" in done.stdout, done.stdout + done.stderr
+    assert "same-catalog" in done.stdout, done.stdout + done.stderr
+    assert ".tmp" not in done.stdout
+    assert "no space left" in (tmp_path / "err").read_text()
