@@ -16,8 +16,10 @@ from pathlib import Path
 from .errors import StorageError, VerifyError
 from .fetch import Validators
 from .names import CHUNK, NameHasher
-from .store import FileDigest, storage_error
+from .store import FileDigest, start_writeback, storage_error
 
+WRITEBACK_STEP = 8 << 20
+"""Start writing a download to disk every this many bytes (see store.start_writeback)."""
 RESUME_WORTHY = 8 << 20
 """Downloads at least this large record their validators at once, so even a SIGKILL resumes."""
 
@@ -52,6 +54,7 @@ class PartialFile:
         self._validators: Validators | None = None
         self._meta_due = False
         self._meta_exists = False
+        self._flushed = 0
 
     async def open(self) -> Validators:
         """Open (or reopen) the partial; a kept prefix is re-hashed so it can be resumed."""
@@ -110,7 +113,11 @@ class PartialFile:
                     view = view[os.write(self._fd, view) :]
         except OSError as exc:
             raise storage_error(exc, self.path, "writing") from None
-        self.offset = self._hasher.size
+        size = self._hasher.size
+        if size - self._flushed >= WRITEBACK_STEP:
+            start_writeback(self._fd, self._flushed, size - self._flushed)
+            self._flushed = size
+        self.offset = size
 
     async def restart(self) -> None:
         if self.offset:
@@ -121,6 +128,7 @@ class PartialFile:
         os.lseek(self._fd, 0, os.SEEK_SET)
         self._hasher = NameHasher()
         self.offset = 0
+        self._flushed = 0
 
     def current_name(self) -> str:
         return self._hasher.name()
