@@ -26,7 +26,6 @@ import report
 from corpus import Corpus, ensure, params_for
 from tools import (
     GNU_TIME,
-    LIMIT,
     PEERS,
     Sample,
     eumirror_argv,
@@ -112,12 +111,14 @@ def say(text: str = "") -> None:
 def install_missing(allowed: bool) -> None:
     """apt-get install nginx and the peers when missing, if we may (root with apt-get)."""
     wanted = [pkg for exe, pkg in APT_PACKAGES.items() if not _have(exe)]
-    if not wanted or not allowed or os.geteuid() != 0 or not shutil.which("apt-get"):
-        return
-    say(f"installing {' '.join(wanted)} with apt-get ...")
-    if _apt("install", "-y", "-q", *wanted) != 0:
-        _apt("update", "-q")
-        _apt("install", "-y", "-q", *wanted)
+    if wanted and allowed and os.geteuid() == 0 and shutil.which("apt-get"):
+        say(f"installing {' '.join(wanted)} with apt-get ...")
+        if _apt("install", "-y", "-q", *wanted) != 0:
+            _apt("update", "-q")
+            _apt("install", "-y", "-q", *wanted)
+        wanted = [pkg for exe, pkg in APT_PACKAGES.items() if not _have(exe)]
+    if wanted:
+        say(f"not installed: {' '.join(wanted)} (apt-get install {' '.join(wanted)}); see below")
 
 
 def _apt(*args: str) -> int:
@@ -298,8 +299,7 @@ class Runner:
                 else:
                     script = peer_script(key, corpus, nginx.url, dest, self.work, args.concurrency)
                     log = self.work / f"{key}.log"
-                    if key != LIMIT:
-                        os.sync()
+                    os.sync()  # the previous run's deletions and writeback, before the timer
                     sample = measure(
                         ["bash", "-c", script],
                         cwd=self.work,
@@ -317,7 +317,7 @@ class Runner:
                 say(
                     f"  {corpus.params.kind} {which}"
                     f" {key:<12} {sample.wall:8.3f} s  {corpus.bytes / sample.wall / 1e6:8.1f} MB/s"
-                    f"  {sample.rss_kib / 1024:7.1f} MiB  {status}"
+                    f"  {sample.rss_kib / 1024:7.1f} MiB  load {sample.load1:4.1f}  {status}"
                 )
         shutil.rmtree(dest, ignore_errors=True)
         for key, label in contenders:
@@ -373,10 +373,17 @@ class Runner:
         shutil.rmtree(pristine, ignore_errors=True)
         nginx.log.mark()
         sample, events = self.run_eumirror(root, url, "catalog-first", expect_images=corpus.files)
+        names = {img["name"] for img in json.loads(corpus.catalog.read_bytes())["images"]}
         first = report.summarise([sample]) | {
             "tarball_requests": [_tarball_requests(nginx)],
+            "distinct_names": len(names),
             "problems": problems(events),
         }
+        if len(names) < corpus.files:
+            say(
+                f"  note: {corpus.files - len(names)} images share a name with another one (crc32"
+                " collisions); a mirror that dedups by name fetches only one tarball per name"
+            )
         result["first_sync"] = first
         say(
             f"  catalog first sync {sample.wall:8.3f} s  {sample.rss_kib / 1024:7.1f} MiB"
@@ -442,7 +449,9 @@ class Runner:
             if measured:
                 change.append(sample)
                 change_reqs.append(reqs)
-                spans.append(Sample(sample.wall - span, sample.rss_kib, sample.rc, sample.note))
+                spans.append(
+                    Sample(sample.wall - span, sample.rss_kib, sample.rc, sample.note, sample.load1)
+                )
                 phases.append(
                     {
                         "wall_s": round(sample.wall, 4),

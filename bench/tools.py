@@ -35,6 +35,7 @@ class Sample:
     rss_kib: int  # peak RSS of the largest process of the tree, KiB
     rc: int
     note: str = ""
+    load1: float = 0.0  # the 1-minute load average just before the run (other work on the host)
 
     @property
     def ok(self) -> bool:
@@ -61,6 +62,7 @@ def measure(
     command = list(argv)
     if use_time:
         command = [GNU_TIME, "-f", "%M", "-o", str(rss_file), "--", *command]
+    load1 = os.getloadavg()[0]
     with contextlib.ExitStack() as stack:
         out = stack.enter_context(open(stdout or os.devnull, "wb"))
         err = out if stderr == stdout else stack.enter_context(open(stderr or os.devnull, "wb"))
@@ -90,7 +92,7 @@ def measure(
             rss = 0
         rss_file.unlink(missing_ok=True)
     killed = rc in (-signal.SIGKILL, 128 + signal.SIGKILL) and wall >= timeout
-    return Sample(wall, rss, rc, f"killed after {timeout:.0f} s" if killed else "")
+    return Sample(wall, rss, rc, f"killed after {timeout:.0f} s" if killed else "", load1)
 
 
 def _kill_group(pgid: int) -> None:
