@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import ipaddress
 import json
 import os
@@ -254,20 +253,12 @@ def is_loopback(host: str) -> bool:
 async def run_daemon(config: Config, config_file: Path) -> int:
     daemon = Daemon(config, config_file)
     await asyncio.to_thread(daemon.mirror.prepare)
-    guard = daemon.mirror.work / "daemon.lock"
-    fd = os.open(guard, os.O_RDWR | os.O_CREAT, 0o600)
+    fd = daemon.mirror.acquire_lock(
+        daemon.mirror.work / "daemon.lock",
+        held=f"another eumirror daemon (pid {{pid}}) serves {config.root}",
+        hint="stop it first (systemctl stop eumirror)",
+    )
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
-            raise LockHeld(
-                f"another eumirror daemon (pid {holder}) serves {config.root}",
-                hint="stop it first (systemctl stop eumirror)",
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         return await daemon.serve()
     finally:
-        with contextlib.suppress(OSError):
-            os.close(fd)
+        daemon.mirror.release_lock(fd)

@@ -130,19 +130,24 @@ class Mirror:
         finally:
             self.release_lock(fd)
 
-    def acquire_lock(self) -> int:
+    def acquire_lock(self, path: Path | None = None, *, held: str = "", hint: str = "") -> int:
+        """flock `path` (the mirror's lock by default) at once, writing our pid into it; a
+        holder makes it LockHeld naming its pid."""
+        path = path or self.lock_path
         try:
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
-            raise storage_error(exc, self.lock_path, "opening the lock") from None
+            raise storage_error(exc, path, "opening the lock") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
             os.close(fd)
             raise LockHeld(
-                f"another eumirror (pid {holder}) holds the lock {self.lock_path}",
-                hint="wait for it to finish, or stop it",
+                (held or "another eumirror (pid {pid}) holds the lock {path}").format(
+                    pid=holder, path=path
+                ),
+                hint=hint or "wait for it to finish, or stop it",
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
