@@ -24,6 +24,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from . import sdnotify
 from .config import Config, load_config
 from .errors import EumirrorError, ExitCode, LockHeld, StorageError
+from .gcpause import release_frozen
 from .log import log
 from .once import run_sync, summarise
 from .report import DAEMON_ADDRESS
@@ -167,6 +168,7 @@ class Daemon:
             upstreams=len(report.upstreams),
         )
         summarise(report)
+        release_frozen()
         sdnotify.notify(f"STATUS={self.last_result}")
 
     async def serve(self) -> int:

@@ -318,15 +318,21 @@ class Fetcher:
             raise FetchError(f"{redact(url)}: {_describe(exc)}", transient=True) from None
 
     # -- catalogs ---------------------------------------------------------------------------
-    async def fetch_catalog(self, source: Source, known: Validators) -> CatalogFetch:
+    async def fetch_catalog(
+        self, source: Source, known: Validators, on_changed: Callable[[], None] = lambda: None
+    ) -> CatalogFetch:
+        """The catalog, or a body of None when unchanged; `on_changed` is called as soon as it is
+        known that a new body is coming (so the caller can start work that needs it)."""
         if source.is_file:
-            return await self._file_catalog(source, known)
+            return await self._file_catalog(source, known, on_changed)
         result: CatalogFetch = await self._with_retries(
-            redact(source.url), lambda: self._http_catalog(source.url, known)
+            redact(source.url), lambda: self._http_catalog(source.url, known, on_changed)
         )
         return result
 
-    async def _http_catalog(self, url: str, known: Validators) -> CatalogFetch:
+    async def _http_catalog(
+        self, url: str, known: Validators, on_changed: Callable[[], None]
+    ) -> CatalogFetch:
         headers: dict[str, str] = {}
         if known.etag:
             headers["If-None-Match"] = known.etag
@@ -338,6 +344,7 @@ class Fetcher:
             if resp.status == 304 and (known.etag or known.last_modified):
                 return CatalogFetch(None, known.etag, known.last_modified)
             _raise_for_status(resp, url)
+            on_changed()
             if resp.content_length is not None and resp.content_length > cap:
                 raise CatalogError(
                     f"catalog {redact(url)} is {resp.content_length} bytes, "
@@ -357,7 +364,9 @@ class Fetcher:
                 modified = None
             return CatalogFetch(body, etag, modified)
 
-    async def _file_catalog(self, source: Source, known: Validators) -> CatalogFetch:
+    async def _file_catalog(
+        self, source: Source, known: Validators, on_changed: Callable[[], None]
+    ) -> CatalogFetch:
         path = Path(unquote(urlsplit(source.url).path))
         try:
             st = await aiofiles.os.stat(path)
@@ -369,6 +378,7 @@ class Fetcher:
             tag = f'"{st.st_size}-{st.st_mtime_ns}"'
             if known.etag == tag:
                 return CatalogFetch(None, tag, None)
+            on_changed()
             async with aiofiles.open(path, "rb") as f:
                 body = await f.read(self.limits.catalog_max_bytes + 1)
         except OSError as exc:

@@ -16,7 +16,8 @@ def paused_gc() -> Iterator[None]:
     """No cyclic GC while large acyclic structures (catalogs, plans, state) are built.
 
     Each collection would walk every one of the 100k image objects; these phases create no
-    cycles, so pausing costs nothing and halves their time. Pauses nest, across threads too.
+    cycles, so pausing costs nothing and halves their time. Pauses nest, across threads too. The
+    objects built are then frozen (`gc.freeze`); the daemon releases them after each run.
     """
     global _gc_pauses
     with _gc_lock:
@@ -33,4 +34,13 @@ def paused_gc() -> Iterator[None]:
             with _gc_lock:
                 _gc_pauses -= 1
                 if _gc_pauses == 0:
+                    # What was built is long-lived: move it out of the collector's sight, or
+                    # the next full collection walks a million objects at once.
+                    gc.freeze()
                     gc.enable()
+
+
+def release_frozen() -> None:
+    """Between daemon runs: let the collector see (and free) what the last sync built."""
+    gc.unfreeze()
+    gc.collect()

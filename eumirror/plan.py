@@ -137,13 +137,14 @@ def make_plan(
     _keep_previous_once(steps)
     seen_urls.discard("")
     dropped = tuple(url for url in previous if url not in seen_urls)
-    return Plan(
-        upstream, catalog.top, tuple(steps[i] for i in sorted(steps)), dropped, len(previous)
-    )
+    ordered = tuple(steps.values()) if not catalog.bad else tuple(steps[i] for i in sorted(steps))
+    return Plan(upstream, catalog.top, ordered, dropped, len(previous))
 
 
 def _keep_previous_once(steps: dict[int, Step]) -> None:
     """A previous entry is kept at most once, and never by a failed twin of a working entry."""
+    if not any(s.action is Action.FAIL and s.previous_url for s in steps.values()):
+        return
     working = {s.source_url for s in steps.values() if s.action is not Action.FAIL}
     taken: set[str] = set()
     for index in sorted(steps):

@@ -259,9 +259,8 @@ class Syncer:
         known = (
             Validators(meta.get("etag"), meta.get("last_modified")) if conditional else Validators()
         )
-        fetched = await self.fetcher.fetch_catalog(up.source, known)
+        fetched = await self.fetcher.fetch_catalog(up.source, known, self._start_inventory)
         if fetched.body is not None:
-            self._start_inventory()
             return fetched
         report.result, report.unchanged = "success", True
         report.images = int(meta.get("images", 0))
@@ -277,7 +276,9 @@ class Syncer:
         with paused_gc():
             catalog = parse_catalog(fetched.body, max_bytes=self.config.limits.catalog_max_bytes)
             fetched.body = None  # the parsed form is all we need from here on
+        bound.debug("catalog_parsed", images=len(catalog.images), bad=len(catalog.bad))
         await self._inventory_loaded()
+        bound.debug("inventory_loaded", verified=sum(len(p) for p in self.inventory.paths.values()))
         files = self.files[up.name]
         with paused_gc():
             previous = {src: pair[0] for src, pair in files.published.items()}
@@ -290,6 +291,7 @@ class Syncer:
             )
             del catalog, previous
         report.dropped = len(plan.dropped)
+        bound.debug("planned", steps=len(plan.steps), drop=report.dropped)
         refusal = "" if self.allow_shrink else shrink_refusal(plan, self.config.limits.max_shrink)
         if self.dry_run:
             if self.show_plan:
@@ -315,6 +317,7 @@ class Syncer:
                 previous_entries=entries,
                 url_to_dest={url: dest for url, dest in files.published.values()},
             )
+        bound.debug("files_ready", ready=len(ready))
         body = iter_catalog(plan.top, outcome.images)
         with paused_gc():
             await asyncio.to_thread(mirror.publish_catalog, up.name, body)
