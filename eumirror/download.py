@@ -133,8 +133,11 @@ class PartialFile:
     def current_name(self) -> str:
         return self._hasher.name()
 
-    async def finish(self, expected_name: str) -> FileDigest:
-        """Verify the name; wrong bytes are deleted at once. The caller flushes (in a batch)."""
+    def finish(self, expected_name: str) -> FileDigest:
+        """Verify the name; wrong bytes are deleted at once. The caller flushes (in a batch).
+
+        Blocking (it starts the writeback of the rest and closes): run it in a worker thread.
+        """
         digest = FileDigest(self._hasher.name(), self._hasher.size, self._hasher.md5_hex())
         if digest.name != expected_name:
             self.discard()
@@ -144,6 +147,8 @@ class PartialFile:
                 hint="the upstream serves other bytes than its catalog names; "
                 "report it to the publisher",
             )
+        if self._fd >= 0 and digest.size > self._flushed:
+            start_writeback(self._fd, self._flushed, digest.size - self._flushed)
         self.close()
         return digest
 

@@ -452,8 +452,7 @@ class Syncer:
                         await self.fetcher.download(step.source_url, partial, known)
                 else:
                     began = time.monotonic()
-                digest = await partial.finish(step.name)
-                final = await asyncio.to_thread(self.mirror.prepare_dest, up.name, step.dest)
+                digest, final = await asyncio.to_thread(self._seal, partial, up.name, step)
             except VerifyError as exc:
                 report.verify_failures += 1
                 self._image_failed(up, step, exc, bound)
@@ -481,6 +480,11 @@ class Syncer:
             result="verified",
         )
         return Fetched(step, partial, digest, final)
+
+    def _seal(self, partial: PartialFile, upstream: str, step: Step) -> tuple[FileDigest, Path]:
+        """In a worker thread: verify, start the writeback, prepare the name's folder."""
+        digest = partial.finish(step.name)
+        return digest, self.mirror.prepare_dest(upstream, step.dest)
 
     def _check_file_image(self, up: Upstream, url: str) -> None:
         """A file catalog's image must really be inside its folder (symlinks included)."""
