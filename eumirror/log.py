@@ -22,14 +22,18 @@ def configure(
         if as_json
         else structlog.dev.ConsoleRenderer(colors=out.isatty())
     )
+    processors: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
+        renderer,
+    ]
+    if not as_json and out.isatty():
+        # Each line first clears the terminal line that the live progress display uses.
+        processors.append(lambda _logger, _name, line: "\r\x1b[K" + line)
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
+        processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),

@@ -85,7 +85,8 @@ def summarise(report: RunReport) -> None:
     for up in report.upstreams:
         if up.result == "failure":
             print(
-                f"eumirror: {up.name}: {up.error}; the published catalog is unchanged",
+                f"eumirror: {up.name}: {up.error}; the published catalog is unchanged "
+                "and the next sync tries again",
                 file=sys.stderr,
             )
         for line in up.failures:

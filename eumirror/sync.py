@@ -546,4 +546,5 @@ def _failure_line(upstream: str, step: Step, reason: str) -> str:
     what = f"image #{step.index}" + (f" {step.name}" if step.name else "")
     where = f" ({redact(step.source_url)})" if step.source_url else ""
     kept = "kept its previous entry" if step.previous_url else "left out of the catalog"
+    kept += " until a sync gets it right"
     return f"{upstream}: {what}{where}: {reason}; {kept}"
