@@ -182,11 +182,3 @@ def is_public_address(address: str) -> bool:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
     return ip.is_global and not ip.is_multicast
-
-
-def host_allowed(host: str, trusted: frozenset[str]) -> bool | None:
-    """True if trusted by configuration, None if its addresses decide (checked at connect time)."""
-    host = host.lower().rstrip(".")
-    if host in trusted:
-        return True
-    return None

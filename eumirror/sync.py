@@ -127,9 +127,9 @@ class Syncer:
         """Upstreams whose catalog was published in this run -> the dests it points to."""
         self.meta: dict[str, dict[str, Any]] = {}
         self.touched: set[str] = set()
+        """Upstreams whose files state changed in this run and must be saved."""
         self.budget: SpaceBudget | None = None
         self._inventory_task: asyncio.Future[Any] | None = None
-        """Upstreams whose files state changed in this run and must be saved."""
 
     # -- the run ----------------------------------------------------------------------------
     async def run(self) -> RunReport:
@@ -247,7 +247,7 @@ class Syncer:
     async def _fetch(self, up: Upstream, report: UpstreamReport) -> CatalogFetch | None:
         """The catalog, or None when it is unchanged since the last complete sync (a success)."""
         mirror = self.mirror
-        mirror.upstream_dir(up.name)
+        mirror.upstream_dir(up.name)  # refuses a symlinked <root>/<U> before any request
         meta = mirror.load_state(up.name, "meta") or {}
         conditional = (
             not self.dry_run
@@ -278,7 +278,7 @@ class Syncer:
             fetched.body = None  # the parsed form is all we need from here on
         bound.debug("catalog_parsed", images=len(catalog.images), bad=len(catalog.bad))
         await self._inventory_loaded()
-        bound.debug("inventory_loaded", verified=sum(len(p) for p in self.inventory.paths.values()))
+        bound.debug("inventory_loaded", names=len(self.inventory.paths))
         files = self.files[up.name]
         with paused_gc():
             previous = {src: pair[0] for src, pair in files.published.items()}

@@ -20,14 +20,12 @@ def local_file(config: Config, upstream: str, url: str) -> Path | None:
     base = f"{config.public_url}{upstream}/" if config.public_url else ""
     if base and url.startswith(base):
         url = url[len(base) :]
-    if urlsplit(url).scheme or url.startswith("/"):
+    if urlsplit(url).scheme:
         return None
-    folder = config.root / upstream
-    path = folder / unquote(url)
-    parts = Path(unquote(url)).parts
-    if ".." in parts:
+    relative = Path(unquote(url))
+    if relative.is_absolute() or ".." in relative.parts:
         return None
-    return path
+    return config.root / upstream / relative
 
 
 def check(path: Path, name: str) -> str:
