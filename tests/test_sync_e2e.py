@@ -462,3 +462,20 @@ def test_same_name_elsewhere_is_linked_not_downloaded(
     assert any(
         e.get("event") == "upstream_done" and e.get("linked") == 1 for e in events(done.stderr)
     )
+
+
+def test_verify_never_reads_outside_the_upstream_folder(
+    upstream: Upstream, server: ThreadedFaultServer, mirror: Mirror
+) -> None:
+    """A tampered published catalog pointing at an encoded absolute path is reported, not read."""
+    upstream.add("a/one.tgz", tarball(1))
+    upstream.write()
+    assert mirror.sync().returncode == 0
+    doc = mirror.catalog()
+    doc["images"][0]["url"] = "%2Fetc%2Fpasswd"
+    (mirror.root / "up" / "catalog").write_text(json.dumps(doc))
+
+    done = run_cli("verify", "--config", str(mirror.config))
+
+    assert done.returncode == 1
+    assert any("not a file of this mirror" in line for line in human_lines(done.stderr))
