@@ -13,7 +13,6 @@ from eumirror.policy import (
     MAX_FILE_NAME_BYTES,
     Source,
     dest_to_url,
-    host_allowed,
     image_dest,
     is_public_address,
     local_image_path,
@@ -455,13 +454,6 @@ def test_non_public_addresses(address: str) -> None:
 def test_public_addresses(address: str) -> None:
     """Globally routable unicast addresses are public."""
     assert is_public_address(address) is True
-
-
-def test_host_allowed() -> None:
-    """A configured host is trusted (case and trailing dot ignored); others are left to DNS."""
-    trusted = frozenset({"images.internal.example"})
-    assert host_allowed("Images.Internal.Example.", trusted) is True
-    assert host_allowed("other.example", trusted) is None
 
 
 @settings(max_examples=500, deadline=None)
