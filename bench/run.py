@@ -92,6 +92,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="mirror roots and peer downloads (emptied at the end)",
     )
     p.add_argument("--eumirror", help="eumirror executable (default: .venv/bin, then PATH)")
+    p.add_argument(
+        "--only",
+        type=lambda text: frozenset(filter(None, text.split(","))),
+        default=frozenset(),
+        metavar="KEY[,KEY]",
+        help="run only these peers beside eumirror (keys: "
+        + ", ".join(peer.key for peer in PEERS)
+        + "); targets that need the others are not judged",
+    )
     p.add_argument("--concurrency", type=int, default=4, help="eumirror's and the peers' (4)")
     p.add_argument("--timeout", type=float, default=3600.0, help="per command, seconds")
     p.add_argument(
@@ -185,6 +194,34 @@ def fresh(path: Path) -> Path:
     return path
 
 
+class Outputs:
+    """A new empty destination for every run; they are all deleted at the end.
+
+    On ext4 without a journal (the VM this was built on), inodes freed in the last 30 s are
+    skipped one by one when new ones are allocated: deleting the previous run's 2000 files right
+    before a run made that run's file creation up to 2x slower. That is a cost of the harness,
+    not of the contender (and it hits hardest whoever creates the most inodes), so nothing is
+    deleted between runs unless the disk runs short of room (then the oldest output goes).
+    """
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.kept: list[Path] = []
+        self.made = 0
+
+    def next(self, run_bytes: int) -> Path:
+        while self.kept and not self._room(run_bytes):
+            shutil.rmtree(self.kept.pop(0), ignore_errors=True)
+        self.made += 1
+        path = fresh(self.base / f"dest-{self.made}")
+        self.kept.append(path)
+        return path
+
+    def _room(self, run_bytes: int) -> bool:
+        usage = shutil.disk_usage(self.base)
+        return usage.free - 2 * run_bytes > max(usage.total // 10, 4 << 30)
+
+
 def published_images(root: Path) -> int | None:
     """How many images the published catalog of upstream `bench` lists (None: none published)."""
     try:
@@ -240,6 +277,7 @@ class Runner:
         self.args = args
         self.eumirror = eumirror
         self.work = work
+        self.outputs = Outputs(work)
 
     def run_eumirror(
         self, root: Path, catalog_url: str, tag: str, *, expect_images: int | None
@@ -277,6 +315,8 @@ class Runner:
         }
         for peer in PEERS:
             gone = missing(peer)
+            if args.only and peer.key not in args.only:
+                continue
             if gone:
                 result["tools"][peer.key] = {
                     "label": peer.label,
@@ -286,12 +326,11 @@ class Runner:
                 contenders.append((peer.key, peer.label))
         samples: dict[str, list[Sample]] = {key: [] for key, _ in contenders}
         rounds = args.warmup + args.runs
-        dest = self.work / "dest"
         for rnd in range(rounds):
             shift = rnd % len(contenders)
             order = contenders[shift:] + contenders[:shift]  # alternate who goes first
             for key, _ in order:
-                fresh(dest)
+                dest = self.outputs.next(corpus.bytes)
                 if key == "eumirror":
                     sample, _ = self.run_eumirror(
                         dest, f"{nginx.url}/catalog", corpus.params.kind, expect_images=corpus.files
@@ -319,7 +358,6 @@ class Runner:
                     f" {key:<12} {sample.wall:8.3f} s  {corpus.bytes / sample.wall / 1e6:8.1f} MB/s"
                     f"  {sample.rss_kib / 1024:7.1f} MiB  load {sample.load1:4.1f}  {status}"
                 )
-        shutil.rmtree(dest, ignore_errors=True)
         for key, label in contenders:
             doc = report.summarise(samples[key], corpus.bytes) | {"label": label}
             bad = [s.note for s in samples[key] if not s.ok]
@@ -338,11 +376,10 @@ class Runner:
     def rss_scale(self, corpus: Corpus, nginx: Nginx) -> dict[str, Any]:
         """One eumirror run on 4x bigger big files: peak RSS should not grow with file size."""
         nginx.serve_catalog(corpus.catalog)
-        dest = fresh(self.work / "dest")
+        dest = self.outputs.next(corpus.bytes)
         sample, _ = self.run_eumirror(
             dest, f"{nginx.url}/catalog", "big4x", expect_images=corpus.files
         )
-        shutil.rmtree(dest, ignore_errors=True)
         say(
             f"  big 4x eumirror {sample.wall:8.3f} s"
             f"  {corpus.bytes / sample.wall / 1e6:8.1f} MB/s"
@@ -496,7 +533,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     rclone_env_note()
     kinds = ["big", "small", "catalog"] if args.corpus == "all" else [args.corpus]
-    work = fresh(args.work_dir.resolve())
+    work = args.work_dir.resolve()
+    stale = work.with_name(f".{work.name}.stale-{os.getpid()}")
+    if work.exists():  # an earlier run's leftovers: deleted at the end, not before measuring
+        work.rename(stale)
+    work = fresh(work)
     results: dict[str, Any] = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "settings": {
@@ -535,6 +576,7 @@ def main(argv: list[str] | None = None) -> int:
                     results["rss_scale"] = runner.rss_scale(bigger, nginx)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(stale, ignore_errors=True)
     results["elapsed_s"] = round(time.monotonic() - began, 1)
     results["targets"] = report.targets(results)
     say("\n== targets (from the issue)")

@@ -13,6 +13,7 @@ import json
 import os
 from pathlib import Path
 
+from .directio import DiskWriter
 from .errors import StorageError, VerifyError
 from .fetch import Validators
 from .names import CHUNK, NameHasher
@@ -55,6 +56,7 @@ class PartialFile:
         self._meta_due = False
         self._meta_exists = False
         self._flushed = 0
+        self._disk: DiskWriter | None = None
 
     async def open(self) -> Validators:
         """Open (or reopen) the partial; a kept prefix is re-hashed so it can be resumed."""
@@ -69,6 +71,7 @@ class PartialFile:
         except OSError as exc:
             raise storage_error(exc, self.path, "opening the partial download") from None
         self.offset = self._hasher.size
+        self._disk = DiskWriter(self._fd, self.offset)
         if not self.offset:
             return Validators()
         try:
@@ -106,15 +109,16 @@ class PartialFile:
             self._meta_due = False
             self._write_meta()
         try:
+            assert self._disk is not None
             for chunk in chunks:
                 self._hasher.update(chunk)
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(self._fd, view) :]
+                self._disk.write(chunk)
         except OSError as exc:
             raise storage_error(exc, self.path, "writing") from None
         size = self._hasher.size
-        if size - self._flushed >= WRITEBACK_STEP:
+        if self._disk.direct:
+            self._flushed = size - self._disk.pending  # on disk already, nothing to write back
+        elif size - self._flushed >= WRITEBACK_STEP:
             start_writeback(self._fd, self._flushed, size - self._flushed)
             self._flushed = size
         self.offset = size
@@ -126,6 +130,8 @@ class PartialFile:
     def _truncate(self) -> None:
         os.ftruncate(self._fd, 0)
         os.lseek(self._fd, 0, os.SEEK_SET)
+        if self._disk is not None:
+            self._disk.reset()
         self._hasher = NameHasher()
         self.offset = 0
         self._flushed = 0
@@ -147,6 +153,11 @@ class PartialFile:
                 hint="the upstream serves other bytes than its catalog names; "
                 "report it to the publisher",
             )
+        try:
+            self._write_tail()
+        except OSError as exc:
+            self.discard()
+            raise storage_error(exc, self.path, "writing") from None
         if self._fd >= 0 and digest.size > self._flushed:
             start_writeback(self._fd, self._flushed, digest.size - self._flushed)
         self.close()
@@ -158,7 +169,17 @@ class PartialFile:
             with contextlib.suppress(OSError):
                 self.meta_path.unlink()
 
+    def _write_tail(self) -> None:
+        if self._disk is not None:
+            self._disk.flush()
+
     def close(self) -> None:
+        """Close, with what was received on the file (a prefix to resume from)."""
+        if self._disk is not None:
+            with contextlib.suppress(OSError):
+                self._disk.flush()
+            self._disk.release()
+            self._disk = None
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
