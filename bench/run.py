@@ -11,6 +11,7 @@ JSON. See bench/README.md for what each figure means.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -217,6 +218,22 @@ class Outputs:
         self.kept.append(path)
         return path
 
+    def settle(self) -> None:
+        """Drop the page cache of the last output (flushed by then): every run starts with the
+        memory as the first one found it, whether its predecessor wrote through the cache or
+        not, just as deleting the output used to do."""
+        if not self.kept:
+            return
+        os.sync()
+        for folder, _, files in os.walk(self.kept[-1]):
+            for name in files:
+                with contextlib.suppress(OSError):
+                    fd = os.open(os.path.join(folder, name), os.O_RDONLY | os.O_NOFOLLOW)
+                    try:
+                        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+                    finally:
+                        os.close(fd)
+
     def _room(self, run_bytes: int) -> bool:
         usage = shutil.disk_usage(self.base)
         return usage.free - 2 * run_bytes > max(usage.total // 10, 4 << 30)
@@ -348,6 +365,7 @@ class Runner:
                     )
                     if sample.rc != 0:
                         sample.note = f"exit {sample.rc}: {tail(log, 2)}"
+                self.outputs.settle()
                 measured = rnd >= args.warmup
                 if measured:
                     samples[key].append(sample)

@@ -1,7 +1,8 @@
 """One tarball download in progress: a partial file under .eumirror/partial, hashed as written.
 
 md5 and the write run together in a worker thread, one job per ~1 MiB batch, so the event loop
-keeps reading the socket while a core hashes. The partial survives an interruption for resuming;
+keeps reading the socket while a core hashes; the bytes go to disk past the page cache
+(directio). The partial survives an interruption for resuming;
 bytes that fail verification are deleted.
 """
 
@@ -45,10 +46,19 @@ class SpaceBudget:
 
 
 class PartialFile:
-    def __init__(self, path: Path, budget: SpaceBudget) -> None:
+    """A download's bytes on their way to verification; created by its first write.
+
+    Small tarballs are the common case in a big catalog, so a new download costs one worker
+    job: the final batch (for them, the whole body) is held by write_last() and written by
+    finish() in the same job that verifies and closes it, after the transfer slot is free.
+    """
+
+    def __init__(self, path: Path, budget: SpaceBudget, *, exists: bool = True) -> None:
         self.path = path
         self.meta_path = path.with_suffix(".json")
         self.offset = 0
+        """Bytes accepted: hashed and written, or held for finish()."""
+        self._exists = exists
         self._hasher = NameHasher()
         self._fd = -1
         self._budget = budget
@@ -57,9 +67,15 @@ class PartialFile:
         self._meta_exists = False
         self._flushed = 0
         self._disk: DiskWriter | None = None
+        self._held: list[bytes] = []
 
     async def open(self) -> Validators:
-        """Open (or reopen) the partial; a kept prefix is re-hashed so it can be resumed."""
+        """Reopen a kept partial, re-hashing its prefix so it can be resumed.
+
+        One that does not exist costs nothing here: its first write creates it.
+        """
+        if not self._exists:
+            return Validators()
         return await asyncio.to_thread(self._open)
 
     def _open(self) -> Validators:
@@ -81,6 +97,15 @@ class PartialFile:
         except (OSError, ValueError, AttributeError):
             return Validators()
 
+    def _create(self) -> None:
+        try:
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+            os.fchmod(self._fd, 0o644)
+        except OSError as exc:
+            raise storage_error(exc, self.path, "creating the partial download") from None
+        self._exists = True
+        self._disk = DiskWriter(self._fd, 0)
+
     def expect(self, remaining: int, validators: Validators) -> None:
         """Refuse before downloading what cannot fit; remember validators for a later resume."""
         self._budget.take(remaining, self.path.name)
@@ -88,7 +113,12 @@ class PartialFile:
         self._meta_due = remaining >= RESUME_WORTHY
 
     def keep_for_resume(self) -> None:
-        """An interrupted download: close it and leave what a later run needs to resume it."""
+        """An interrupted download: write what arrived, close, and leave what a later run needs
+        to resume it. Blocking, but on a failure path and for at most one batch."""
+        held = self._take_held()
+        if held:
+            with contextlib.suppress(StorageError):
+                self._write(held)
         self.close()
         if self.offset and not self._meta_exists:
             self._write_meta()
@@ -102,14 +132,27 @@ class PartialFile:
             self._meta_exists = True
 
     async def write_batch(self, chunks: list[bytes]) -> None:
-        await asyncio.to_thread(self._write, chunks)
+        await asyncio.to_thread(self._write, self._take_held() + chunks)
+
+    async def write_last(self, chunks: list[bytes]) -> None:
+        """Hold the final batch for finish(); a retry's next write writes it first."""
+        self._held += chunks
+        self.offset += sum(map(len, chunks))
+
+    def _take_held(self) -> list[bytes]:
+        held, self._held = self._held, []
+        return held
 
     def _write(self, chunks: list[bytes]) -> None:
+        if self._fd < 0:
+            if self._exists:
+                raise StorageError(f"{self.path}: written after it was closed")
+            self._create()
+        assert self._disk is not None
         if self._meta_due:
             self._meta_due = False
             self._write_meta()
         try:
-            assert self._disk is not None
             for chunk in chunks:
                 self._hasher.update(chunk)
                 self._disk.write(chunk)
@@ -124,6 +167,8 @@ class PartialFile:
         self.offset = size
 
     async def restart(self) -> None:
+        self._held = []
+        self.offset = self._hasher.size
         if self.offset:
             await asyncio.to_thread(self._truncate)
 
@@ -140,10 +185,19 @@ class PartialFile:
         return self._hasher.name()
 
     def finish(self, expected_name: str) -> FileDigest:
-        """Verify the name; wrong bytes are deleted at once. The caller flushes (in a batch).
+        """Write what is held, verify the name (wrong bytes are deleted at once), close.
 
-        Blocking (it starts the writeback of the rest and closes): run it in a worker thread.
+        Blocking: run it in a worker thread. The caller flushes, in a batch.
         """
+        try:
+            self._write(self._take_held())
+            if self._disk is not None:
+                self._disk.flush()
+        except (OSError, StorageError) as exc:
+            self.discard()
+            if isinstance(exc, StorageError):
+                raise
+            raise storage_error(exc, self.path, "writing") from None
         digest = FileDigest(self._hasher.name(), self._hasher.size, self._hasher.md5_hex())
         if digest.name != expected_name:
             self.discard()
@@ -153,12 +207,7 @@ class PartialFile:
                 hint="the upstream serves other bytes than its catalog names; "
                 "report it to the publisher",
             )
-        try:
-            self._write_tail()
-        except OSError as exc:
-            self.discard()
-            raise storage_error(exc, self.path, "writing") from None
-        if self._fd >= 0 and digest.size > self._flushed:
+        if digest.size > self._flushed:
             start_writeback(self._fd, self._flushed, digest.size - self._flushed)
         self.close()
         return digest
@@ -169,12 +218,8 @@ class PartialFile:
             with contextlib.suppress(OSError):
                 self.meta_path.unlink()
 
-    def _write_tail(self) -> None:
-        if self._disk is not None:
-            self._disk.flush()
-
     def close(self) -> None:
-        """Close, with what was received on the file (a prefix to resume from)."""
+        """Close, with what was written on the file (a prefix to resume from)."""
         if self._disk is not None:
             with contextlib.suppress(OSError):
                 self._disk.flush()
@@ -185,6 +230,7 @@ class PartialFile:
             self._fd = -1
 
     def discard(self) -> None:
+        self._held = []
         self.close()
         for path in (self.path, self.meta_path):
             with contextlib.suppress(OSError):

@@ -56,6 +56,9 @@ class Sink(Protocol):
 
     async def write_batch(self, chunks: list[bytes]) -> None: ...
 
+    async def write_last(self, chunks: list[bytes]) -> None:
+        """The final batch: the sink may hold it and write it after the download returns."""
+
     async def restart(self) -> None: ...
 
     def expect(self, remaining: int, validators: Validators) -> None:
@@ -478,7 +481,7 @@ async def _pump(chunks: AsyncIterator[bytes], sink: Sink) -> int:
     if pending is not None:
         await pending
     if batch:
-        await sink.write_batch(batch)
+        await sink.write_last(batch)
     return total
 
 

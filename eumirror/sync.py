@@ -121,6 +121,8 @@ class Syncer:
         self.files: dict[str, Files] = {}
         self.inventory = Inventory()
         self.active_partials: set[Path] = set()
+        self.kept_partials: set[str] = set()
+        """Names in .eumirror/partial when the upstreams were prepared: downloads to resume."""
         self.errors: dict[tuple[str, str], str] = {}
         """(upstream, dest) -> why that image failed in this run."""
         self.published: dict[str, frozenset[str]] = {}
@@ -390,6 +392,13 @@ class Syncer:
             raise storage_error(exc, images, "creating") from None
         self.mirror.check_inside(images)
         self.mirror.state_path(upstream, "dirty").touch()
+        with contextlib.suppress(OSError):
+            prefix = f"{upstream}."
+            self.kept_partials.update(
+                entry.name
+                for entry in os.scandir(self.mirror.partial)
+                if entry.name.startswith(prefix)
+            )
 
     def _verified_record(self, rooted: str) -> list[Any] | None:
         """The state record of a verified file, given its root-relative path."""
@@ -437,7 +446,7 @@ class Syncer:
         path = self.mirror.partial / f"{up.name}.{step.name}.{key}.part"
         self.active_partials.add(path)
         assert self.budget is not None
-        partial = PartialFile(path, self.budget)
+        partial = PartialFile(path, self.budget, exists=path.name in self.kept_partials)
         # Creating files is slow on some filesystems (~1 ms each): partials are opened ahead,
         # outside the transfer slots, so the slots only ever wait on the network.
         async with self.preparing:
