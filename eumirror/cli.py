@@ -12,6 +12,7 @@ from pathlib import Path
 from . import __version__
 from .config import config_path, load_config
 from .errors import EumirrorError
+from .heap import keep_buffers_mapped
 from .log import LEVELS, configure, log
 
 
@@ -56,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    keep_buffers_mapped()
     configure(args.log_level)
     try:
         return int(dispatch(args))
