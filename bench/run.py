@@ -236,7 +236,7 @@ class Outputs:
 
     def _room(self, run_bytes: int) -> bool:
         usage = shutil.disk_usage(self.base)
-        return usage.free - 2 * run_bytes > max(usage.total // 10, 4 << 30)
+        return usage.free - 2 * run_bytes > max(usage.total // 20, 4 << 30)
 
 
 def published_images(root: Path) -> int | None:
@@ -297,14 +297,23 @@ class Runner:
         self.outputs = Outputs(work)
 
     def run_eumirror(
-        self, root: Path, catalog_url: str, tag: str, *, expect_images: int | None
+        self,
+        root: Path,
+        catalog_url: str,
+        tag: str,
+        *,
+        expect_images: int | None,
+        per_image_events: bool = False,
     ) -> tuple[Sample, list[dict[str, Any]]]:
         config = self.work / f"eumirror-{tag}.toml"
         eumirror_config(config, root, catalog_url, self.args.concurrency)
         log = self.work / f"eumirror-{tag}.log"
         os.sync()  # earlier runs' writeback must not land on this one
+        argv = eumirror_argv(self.eumirror, config)
+        if per_image_events:  # image_downloaded is a debug event
+            argv += ["--log-level", "debug"]
         sample = measure(
-            eumirror_argv(self.eumirror, config),
+            argv,
             cwd=self.work,
             stdout=self.work / f"eumirror-{tag}.out",
             stderr=log,
@@ -493,7 +502,7 @@ class Runner:
             restore()
             nginx.log.mark()
             sample, events = self.run_eumirror(
-                root, url, "catalog-change", expect_images=nxt["images"]
+                root, url, "catalog-change", expect_images=nxt["images"], per_image_events=True
             )
             reqs = _tarball_requests(nginx)
             span, downloads = download_phase(events)

@@ -159,6 +159,8 @@ def dest_to_url(dest: str, public_base: str) -> str:
 
 def redact(url: str) -> str:
     """Hide credentials in an url before it reaches a log, a message or /status."""
+    if "@" not in url and "[" not in url and url.isascii():
+        return url  # no userinfo, nothing urlsplit could refuse: the common case, twice a file
     try:
         parts = urlsplit(url)
     except ValueError:

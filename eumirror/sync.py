@@ -479,7 +479,7 @@ class Syncer:
                 raise
         report.downloaded_bytes += digest.size - resumed
         self.progress.files_done += 1
-        bound.info(
+        bound.debug(  # one line per tarball would flood the journal on a first sync
             "image_downloaded",
             image=step.name,
             url=redact(step.source_url),
