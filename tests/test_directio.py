@@ -82,3 +82,19 @@ def test_direct_where_the_filesystem_allows_it(tmp_path: Path) -> None:
     writer.flush()
     assert not fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT  # the tail went buffered
     os.close(fd)
+
+
+def test_a_file_that_refuses_o_direct_is_written_the_ordinary_way() -> None:
+    """Sockets, like some network filesystems, refuse O_DIRECT: the writer stays buffered."""
+    import socket
+
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        writer = DiskWriter(ours.fileno(), 0)
+        assert not writer.direct
+        writer.write(b"q" * 5000)
+        writer.flush()
+        got = b""
+        while len(got) < 5000:
+            got += theirs.recv(65536)
+    assert got == b"q" * 5000
