@@ -447,8 +447,8 @@ class Syncer:
         self.active_partials.add(path)
         assert self.budget is not None
         partial = PartialFile(path, self.budget, exists=path.name in self.kept_partials)
-        # Creating files is slow on some filesystems (~1 ms each): partials are opened ahead,
-        # outside the transfer slots, so the slots only ever wait on the network.
+        # A kept partial is reopened (its prefix re-hashed) ahead, outside the transfer slots;
+        # a new one is created by its first write, in a worker: the slots only wait on the network.
         async with self.preparing:
             try:
                 if up.source.is_file:
@@ -491,7 +491,8 @@ class Syncer:
         return Fetched(step, partial, digest, final)
 
     def _seal(self, partial: PartialFile, upstream: str, step: Step) -> tuple[FileDigest, Path]:
-        """In a worker thread: verify, start the writeback, prepare the name's folder."""
+        """In a worker thread: write the held last batch, verify, start the writeback, prepare
+        the name's folder. For a small tarball this one job is all the disk work it costs."""
         digest = partial.finish(step.name)
         return digest, self.mirror.prepare_dest(upstream, step.dest)
 
