@@ -26,6 +26,16 @@ RESUME_WORTHY = 8 << 20
 """Downloads at least this large record their validators at once, so even a SIGKILL resumes."""
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()
+"""Read once at import: files are created 0644 and only chmod-ed when the umask strips that."""
+
+
 class SpaceBudget:
     """Free space measured once per run, shared by every download admitted since."""
 
@@ -99,12 +109,13 @@ class PartialFile:
 
     def _create(self) -> None:
         try:
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
-            os.fchmod(self._fd, 0o644)
+            self._disk = DiskWriter.create(self.path, 0o644)
+            self._fd = self._disk.fd
+            if _UMASK & 0o644:
+                os.fchmod(self._fd, 0o644)
         except OSError as exc:
             raise storage_error(exc, self.path, "creating the partial download") from None
         self._exists = True
-        self._disk = DiskWriter(self._fd, 0)
 
     def expect(self, remaining: int, validators: Validators) -> None:
         """Refuse before downloading what cannot fit; remember validators for a later resume."""
