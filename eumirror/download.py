@@ -1,9 +1,9 @@
 """One tarball download in progress: a partial file under .eumirror/partial, hashed as written.
 
-md5 and the write run together in a worker thread, one job per ~1 MiB batch, so the event loop
-keeps reading the socket while a core hashes; the bytes go to disk past the page cache
-(directio). The partial survives an interruption for resuming;
-bytes that fail verification are deleted.
+md5 and the write run in worker threads, one job each per ~1 MiB batch, a batch's md5 beside the
+previous batch's write, so the event loop keeps reading the socket while the cores hash and the
+disk writes; the bytes go to disk past the page cache (directio). The partial survives an
+interruption for resuming; bytes that fail verification are deleted.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import os
+import threading
 from pathlib import Path
 
 from .directio import DiskWriter
@@ -78,6 +79,10 @@ class PartialFile:
         self._flushed = 0
         self._disk: DiskWriter | None = None
         self._held: list[bytes] = []
+        self._storing: asyncio.Future[None] | None = None
+        self._storing_lock = threading.Lock()
+        self._stored = 0
+        self._closed = False
 
     async def open(self) -> Validators:
         """Reopen a kept partial, re-hashing its prefix so it can be resumed.
@@ -96,7 +101,7 @@ class PartialFile:
                 self._hasher.update(chunk)
         except OSError as exc:
             raise storage_error(exc, self.path, "opening the partial download") from None
-        self.offset = self._hasher.size
+        self.offset = self._stored = self._hasher.size
         self._disk = DiskWriter(self._fd, self.offset)
         if not self.offset:
             return Validators()
@@ -123,14 +128,17 @@ class PartialFile:
         self._validators = validators
         self._meta_due = remaining >= RESUME_WORTHY
 
-    def keep_for_resume(self) -> None:
+    async def keep_for_resume(self) -> None:
         """An interrupted download: write what arrived, close, and leave what a later run needs
-        to resume it. Blocking, but on a failure path and for at most one batch."""
-        held = self._take_held()
-        if held:
+        to resume it."""
+        try:
             with contextlib.suppress(StorageError):
-                self._write(held)
-        self.close()
+                await self.drain()
+                held = self._take_held()
+                if held:
+                    await asyncio.to_thread(self._write, held)
+        finally:
+            self.close()
         if self.offset and not self._meta_exists:
             self._write_meta()
 
@@ -143,7 +151,25 @@ class PartialFile:
             self._meta_exists = True
 
     async def write_batch(self, chunks: list[bytes]) -> None:
-        await asyncio.to_thread(self._write, self._take_held() + chunks)
+        """Hash this batch while the previous one is still being written: the disk's latency
+        (O_DIRECT writes wait for the device) overlaps the next batch's md5."""
+        chunks = self._take_held() + chunks
+        hashing = asyncio.ensure_future(asyncio.to_thread(self._hash, chunks))
+        try:
+            await self.drain()
+            self._storing = asyncio.ensure_future(asyncio.to_thread(self._store, chunks))
+        finally:
+            await asyncio.wait([hashing])
+        hashing.result()
+        self.offset = self._hasher.size
+
+    async def drain(self) -> None:
+        """Wait for the batch being written; its storage error is raised here."""
+        storing = self._storing
+        if storing is not None:
+            await asyncio.wait([storing])
+            self._storing = None
+            storing.result()
 
     async def write_last(self, chunks: list[bytes]) -> None:
         """Hold the final batch for finish(); a retry's next write writes it first."""
@@ -155,29 +181,39 @@ class PartialFile:
         return held
 
     def _write(self, chunks: list[bytes]) -> None:
-        if self._fd < 0:
-            if self._exists:
-                raise StorageError(f"{self.path}: written after it was closed")
-            self._create()
-        assert self._disk is not None
-        if self._meta_due:
-            self._meta_due = False
-            self._write_meta()
-        try:
-            for chunk in chunks:
-                self._hasher.update(chunk)
-                self._disk.write(chunk)
-        except OSError as exc:
-            raise storage_error(exc, self.path, "writing") from None
-        size = self._hasher.size
-        if self._disk.direct:
-            self._flushed = size - self._disk.pending  # on disk already, nothing to write back
-        elif size - self._flushed >= WRITEBACK_STEP:
-            start_writeback(self._fd, self._flushed, size - self._flushed)
-            self._flushed = size
-        self.offset = size
+        self._hash(chunks)
+        self._store(chunks)
+        self.offset = self._hasher.size
+
+    def _hash(self, chunks: list[bytes]) -> None:
+        for chunk in chunks:
+            self._hasher.update(chunk)
+
+    def _store(self, chunks: list[bytes]) -> None:
+        with self._storing_lock:
+            if self._closed:
+                return  # a failed download closed meanwhile: what is on disk is the prefix
+            if self._fd < 0:
+                self._create()
+            assert self._disk is not None
+            if self._meta_due:
+                self._meta_due = False
+                self._write_meta()
+            try:
+                for chunk in chunks:
+                    self._disk.write(chunk)
+                    self._stored += len(chunk)
+            except OSError as exc:
+                raise storage_error(exc, self.path, "writing") from None
+            size = self._stored
+            if self._disk.direct:
+                self._flushed = size - self._disk.pending  # on disk already, nothing to write back
+            elif size - self._flushed >= WRITEBACK_STEP:
+                start_writeback(self._fd, self._flushed, size - self._flushed)
+                self._flushed = size
 
     async def restart(self) -> None:
+        await self.drain()
         self._held = []
         self.offset = self._hasher.size
         if self.offset:
@@ -189,7 +225,7 @@ class PartialFile:
         if self._disk is not None:
             self._disk.reset()
         self._hasher = NameHasher()
-        self.offset = 0
+        self.offset = self._stored = 0
         self._flushed = 0
 
     def current_name(self) -> str:
@@ -230,7 +266,16 @@ class PartialFile:
                 self.meta_path.unlink()
 
     def close(self) -> None:
-        """Close, with what was written on the file (a prefix to resume from)."""
+        """Close, with what was written on the file (a prefix to resume from). A batch being
+        written is waited for; one not started yet finds the file closed and skips."""
+        with self._storing_lock:
+            self._closed = True
+            self._close_fd()
+        if self._storing is not None:
+            self._storing.add_done_callback(_quiet)  # the download failed: that is reported
+            self._storing = None
+
+    def _close_fd(self) -> None:
         if self._disk is not None:
             with contextlib.suppress(OSError):
                 self._disk.flush()
@@ -246,3 +291,8 @@ class PartialFile:
         for path in (self.path, self.meta_path):
             with contextlib.suppress(OSError):
                 path.unlink()
+
+
+def _quiet(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()

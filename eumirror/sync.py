@@ -459,6 +459,7 @@ class Syncer:
                     async with self.semaphore:
                         began = time.monotonic()
                         await self.fetcher.download(step.source_url, partial, known)
+                    await partial.drain()
                 else:
                     began = time.monotonic()
                 digest, final = await asyncio.to_thread(self._seal, partial, up.name, step)
@@ -467,7 +468,7 @@ class Syncer:
                 self._image_failed(up, step, exc, bound)
                 return None
             except FetchError as exc:
-                partial.keep_for_resume()
+                await partial.keep_for_resume()
                 self._image_failed(up, step, exc, bound)
                 return None
             except EumirrorError as exc:

@@ -55,7 +55,7 @@ async def test_an_interrupted_download_keeps_the_held_bytes_to_resume(tmp_path: 
     await part.open()
     await part.write_batch([b"a" * 9000])
     await part.write_last([b"b" * 3])
-    part.keep_for_resume()
+    await part.keep_for_resume()
     assert part.path.read_bytes() == b"a" * 9000 + b"b" * 3
     again = partial(tmp_path, exists=True)
     await again.open()
@@ -81,3 +81,20 @@ async def test_wrong_bytes_are_deleted_by_the_verifying_job(tmp_path: Path) -> N
     with pytest.raises(VerifyError):
         part.finish(name_of(b"something else"))
     assert not part.path.exists()
+
+
+async def test_batches_written_behind_their_hashing_keep_their_order(tmp_path: Path) -> None:
+    """Each batch is hashed while the one before it is still being written."""
+    import random
+
+    rng = random.Random(5)
+    batches = [[rng.randbytes(rng.randrange(1, 300_000))] for _ in range(40)]
+    part = partial(tmp_path)
+    await part.open()
+    for batch in batches:
+        await part.write_batch(batch)
+    await part.write_last([b"end"])
+    await part.drain()
+    data = b"".join(b[0] for b in batches) + b"end"
+    digest = part.finish(name_of(data))
+    assert digest.size == len(data) and part.path.read_bytes() == data
