@@ -20,6 +20,7 @@ from .errors import StorageError, VerifyError
 from .fetch import Validators
 from .names import CHUNK, NameHasher
 from .store import FileDigest, start_writeback, storage_error
+from .workers import in_worker
 
 WRITEBACK_STEP = 8 << 20
 """Start writing a download to disk every this many bytes (see store.start_writeback)."""
@@ -91,7 +92,7 @@ class PartialFile:
         """
         if not self._exists:
             return Validators()
-        return await asyncio.to_thread(self._open)
+        return await in_worker(self._open)
 
     def _open(self) -> Validators:
         try:
@@ -136,7 +137,7 @@ class PartialFile:
                 await self.drain()
                 held = self._take_held()
                 if held:
-                    await asyncio.to_thread(self._write, held)
+                    await in_worker(self._write, held)
         finally:
             self.close()
         if self.offset and not self._meta_exists:
@@ -154,10 +155,10 @@ class PartialFile:
         """Hash this batch while the previous one is still being written: the disk's latency
         (O_DIRECT writes wait for the device) overlaps the next batch's md5."""
         chunks = self._take_held() + chunks
-        hashing = asyncio.ensure_future(asyncio.to_thread(self._hash, chunks))
+        hashing = asyncio.ensure_future(in_worker(self._hash, chunks))
         try:
             await self.drain()
-            self._storing = asyncio.ensure_future(asyncio.to_thread(self._store, chunks))
+            self._storing = asyncio.ensure_future(in_worker(self._store, chunks))
         finally:
             await asyncio.wait([hashing])
         hashing.result()

@@ -37,6 +37,7 @@ from .plan import (
 )
 from .policy import redact
 from .store import FileDigest, Files, Mirror, record_of, storage_error, syncfs
+from .workers import in_worker
 
 
 @dataclass
@@ -462,7 +463,7 @@ class Syncer:
                     await partial.drain()
                 else:
                     began = time.monotonic()
-                digest, final = await asyncio.to_thread(self._seal, partial, up.name, step)
+                digest, final = await in_worker(self._seal, partial, up.name, step)
             except VerifyError as exc:
                 report.verify_failures += 1
                 self._image_failed(up, step, exc, bound)

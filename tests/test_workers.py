@@ -1,0 +1,53 @@
+"""The worker threads: results, errors and context come back to the awaiting coroutine."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import threading
+
+import pytest
+
+from eumirror.workers import in_worker
+
+where: contextvars.ContextVar[str] = contextvars.ContextVar("where", default="unset")
+
+
+async def test_the_result_comes_back_from_another_thread() -> None:
+    value, name = await in_worker(lambda a, b: (a + b, threading.current_thread().name), 2, 3)
+    assert value == 5 and name != threading.current_thread().name
+
+
+async def test_an_error_is_raised_in_the_caller() -> None:
+    def fail() -> None:
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space"):
+        await in_worker(fail)
+
+
+async def test_the_callers_context_goes_along() -> None:
+    where.set("caller")
+    assert await in_worker(where.get) == "caller"
+
+
+async def test_many_jobs_at_once_all_finish() -> None:
+    results = await asyncio.gather(*(in_worker(pow, n, 2) for n in range(200)))
+    assert results == [n * n for n in range(200)]
+
+
+async def test_a_cancelled_caller_leaves_the_workers_serving() -> None:
+    started, release = threading.Event(), threading.Event()
+
+    def slow() -> str:
+        started.set()
+        release.wait(10)
+        return "late"
+
+    task = asyncio.ensure_future(in_worker(slow))
+    await asyncio.to_thread(started.wait, 10)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    release.set()
+    assert await in_worker(str, 7) == "7"
