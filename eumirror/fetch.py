@@ -109,6 +109,8 @@ class PublicOnlyResolver(AbstractResolver):
 
 def uses_proxy(url: str, proxies: dict[str, str]) -> bool:
     """Whether the environment sends this url through a proxy, which then resolves the host."""
+    if not proxies:
+        return False  # the common case, once or twice per request: no parsing
     parts = urlsplit(url)
     if parts.scheme not in proxies:
         return False
