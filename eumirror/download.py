@@ -235,8 +235,10 @@ class PartialFile:
     def finish(self, expected_name: str) -> FileDigest:
         """Write what is held, verify the name (wrong bytes are deleted at once), close.
 
-        Blocking: run it in a worker thread. The caller flushes, in a batch.
+        Blocking: run it in a worker thread, after drain(). The caller flushes, in a batch.
         """
+        if self._storing is not None:
+            raise RuntimeError(f"{self.path}: finish() while a batch may still be written")
         try:
             self._write(self._take_held())
             if self._disk is not None:

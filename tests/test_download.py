@@ -46,6 +46,7 @@ async def test_held_bytes_are_written_before_the_next_batch(tmp_path: Path) -> N
     await part.write_last([b"2" * 10])
     assert part.offset == 5010
     await part.write_batch([b"3" * 7])
+    await part.drain()
     part.finish(name_of(b"1" * 5000 + b"2" * 10 + b"3" * 7))
     assert part.path.read_bytes() == b"1" * 5000 + b"2" * 10 + b"3" * 7
 
@@ -67,7 +68,7 @@ async def test_restart_drops_held_bytes_and_the_prefix(tmp_path: Path) -> None:
     await part.open()
     await part.write_batch([b"old" * 2000])
     await part.write_last([b"tail"])
-    await part.restart()
+    await part.restart()  # waits for the write in flight
     assert part.offset == 0
     await part.write_last([b"new"])
     part.finish(name_of(b"new"))
@@ -98,3 +99,14 @@ async def test_batches_written_behind_their_hashing_keep_their_order(tmp_path: P
     data = b"".join(b[0] for b in batches) + b"end"
     digest = part.finish(name_of(data))
     assert digest.size == len(data) and part.path.read_bytes() == data
+
+
+async def test_finishing_before_the_last_write_is_done_is_refused(tmp_path: Path) -> None:
+    """Verifying bytes that may not be on the file yet would publish a short file."""
+    part = partial(tmp_path)
+    await part.open()
+    await part.write_batch([b"x" * 100_000])
+    with pytest.raises(RuntimeError, match="still be written"):
+        part.finish(name_of(b"x" * 100_000))
+    await part.drain()
+    assert part.finish(name_of(b"x" * 100_000)).size == 100_000
