@@ -121,7 +121,6 @@ class PartialFile:
                 os.fchmod(self._fd, 0o644)
         except OSError as exc:
             raise storage_error(exc, self.path, "creating the partial download") from None
-        self._exists = True
 
     def expect(self, remaining: int, validators: Validators) -> None:
         """Refuse before downloading what cannot fit; remember validators for a later resume."""
@@ -241,13 +240,10 @@ class PartialFile:
             raise RuntimeError(f"{self.path}: finish() while a batch may still be written")
         try:
             self._write(self._take_held())
-            if self._disk is not None:
-                self._disk.flush()
-        except (OSError, StorageError) as exc:
+            self._write_tail()
+        except StorageError:
             self.discard()
-            if isinstance(exc, StorageError):
-                raise
-            raise storage_error(exc, self.path, "writing") from None
+            raise
         digest = FileDigest(self._hasher.name(), self._hasher.size, self._hasher.md5_hex())
         if digest.name != expected_name:
             self.discard()
@@ -261,6 +257,13 @@ class PartialFile:
             start_writeback(self._fd, self._flushed, digest.size - self._flushed)
         self.close()
         return digest
+
+    def _write_tail(self) -> None:
+        try:
+            if self._disk is not None:
+                self._disk.flush()
+        except OSError as exc:
+            raise storage_error(exc, self.path, "writing") from None
 
     def forget_meta(self) -> None:
         """Once published, the resume validators are of no use."""

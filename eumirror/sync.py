@@ -122,8 +122,8 @@ class Syncer:
         self.files: dict[str, Files] = {}
         self.inventory = Inventory()
         self.active_partials: set[Path] = set()
-        self.kept_partials: set[str] = set()
-        """Names in .eumirror/partial when the upstreams were prepared: downloads to resume."""
+        self.kept_partials: frozenset[str] | None = None
+        """Names in .eumirror/partial before this run's downloads: the ones they may resume."""
         self.errors: dict[tuple[str, str], str] = {}
         """(upstream, dest) -> why that image failed in this run."""
         self.published: dict[str, frozenset[str]] = {}
@@ -393,13 +393,11 @@ class Syncer:
             raise storage_error(exc, images, "creating") from None
         self.mirror.check_inside(images)
         self.mirror.state_path(upstream, "dirty").touch()
-        with contextlib.suppress(OSError):
-            prefix = f"{upstream}."
-            self.kept_partials.update(
-                entry.name
-                for entry in os.scandir(self.mirror.partial)
-                if entry.name.startswith(prefix)
-            )
+        if self.kept_partials is None:  # listed once per run, by the first upstream to download
+            try:
+                self.kept_partials = frozenset(os.listdir(self.mirror.partial))
+            except OSError:
+                self.kept_partials = frozenset()
 
     def _verified_record(self, rooted: str) -> list[Any] | None:
         """The state record of a verified file, given its root-relative path."""
@@ -447,7 +445,7 @@ class Syncer:
         path = self.mirror.partial / f"{up.name}.{step.name}.{key}.part"
         self.active_partials.add(path)
         assert self.budget is not None
-        partial = PartialFile(path, self.budget, exists=path.name in self.kept_partials)
+        partial = PartialFile(path, self.budget, exists=path.name in (self.kept_partials or ()))
         # A kept partial is reopened (its prefix re-hashed) ahead, outside the transfer slots;
         # a new one is created by its first write, in a worker: the slots only wait on the network.
         async with self.preparing:
