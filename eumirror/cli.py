@@ -10,9 +10,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from . import __version__
-from .config import config_path, load_config
-from .errors import EumirrorError
-from .heap import keep_buffers_mapped
+from .core.config import config_path, load_config
+from .core.errors import EumirrorError
+from .engine.heap import keep_buffers_mapped
 from .log import LEVELS, configure, log
 
 
@@ -71,11 +71,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def dispatch(args: argparse.Namespace) -> int:
     if args.command == "name":
-        from .publisher import print_names
+        from .commands.publisher import print_names
 
         return print_names([Path(f) for f in args.files])
     if args.command == "catalog":
-        from .publisher import refresh_catalog
+        from .commands.publisher import refresh_catalog
 
         return refresh_catalog(
             Path(args.catalog_file),
@@ -84,15 +84,15 @@ def dispatch(args: argparse.Namespace) -> int:
         )
     config = load_config(config_path(args.config))
     if args.command == "verify":
-        from .verify import verify_mirror
+        from .commands.verify import verify_mirror
 
         return verify_mirror(config)
     if args.command == "status":
-        from .report import show_status
+        from .commands.report import show_status
 
         return show_status(config)
     if args.once or args.dry_run:
-        from .once import sync_once
+        from .commands.once import sync_once
 
         return run_until_signal(
             lambda: sync_once(
@@ -102,7 +102,7 @@ def dispatch(args: argparse.Namespace) -> int:
                 metrics_file=Path(args.metrics_file) if args.metrics_file else None,
             )
         )
-    from .daemon import run_daemon
+    from .service.daemon import run_daemon
 
     return asyncio.run(run_daemon(config, config_path(args.config)))
 

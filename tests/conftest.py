@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from eumirror.names import name_of_chunks
+from eumirror.core.names import name_of_chunks
 
 sys.path.insert(0, str(Path(__file__).parent))
 

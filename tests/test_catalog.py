@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from eumirror.catalog import (
+from eumirror.core.catalog import (
     CATALOG_VERSION,
     BadImage,
     Catalog,
@@ -19,7 +19,7 @@ from eumirror.catalog import (
     loads_strict,
     parse_catalog,
 )
-from eumirror.errors import CatalogError
+from eumirror.core.errors import CatalogError
 
 NAME_A = "1136548044"
 NAME_B = "3867013014"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from eumirror.config import (
+from eumirror.core.config import (
     DEFAULT_PATH,
     Config,
     Limits,
@@ -19,7 +19,7 @@ from eumirror.config import (
     parse_listen,
     parse_size,
 )
-from eumirror.errors import ConfigError, ExitCode
+from eumirror.core.errors import ConfigError, ExitCode
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 PATH = Path("/etc/eumirror/test-eumirror.toml")

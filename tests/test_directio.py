@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from eumirror.directio import ALIGN, BUFFER, DiskWriter
+from eumirror.engine.directio import ALIGN, BUFFER, DiskWriter
 
 
 def _open(path: Path) -> int:

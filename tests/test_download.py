@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from eumirror.download import PartialFile, SpaceBudget
-from eumirror.errors import VerifyError
-from eumirror.fetch import Validators
+from eumirror.core.errors import VerifyError
+from eumirror.engine.download import PartialFile, SpaceBudget
+from eumirror.net.fetch import Validators
 
 
 def name_of(data: bytes) -> str:

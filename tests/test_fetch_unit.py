@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from aiohttp.abc import ResolveResult
 
-from eumirror.fetch import AddressRefused, PublicOnlyResolver, retry_after_seconds, settled
+from eumirror.net.fetch import AddressRefused, PublicOnlyResolver, retry_after_seconds, settled
 
 
 class FixedAnswers:

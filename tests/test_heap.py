@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from eumirror.heap import keep_buffers_mapped
+from eumirror.engine.heap import keep_buffers_mapped
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc only")
@@ -20,7 +20,7 @@ def test_a_process_with_the_settings_still_frees_large_buffers_for_reuse() -> No
     """Many 1 MiB buffers allocated and freed in turn: peak RSS stays near one buffer's worth."""
     code = (
         "import resource\n"
-        "from eumirror.heap import keep_buffers_mapped\n"
+        "from eumirror.engine.heap import keep_buffers_mapped\n"
         "keep_buffers_mapped()\n"
         "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
         "for _ in range(2000):\n"

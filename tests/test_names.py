@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from eumirror.names import (
+from eumirror.core.names import (
     MAX_NAME,
     NameHasher,
     is_valid_name,

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from eumirror.catalog import dump_catalog, parse_catalog
-from eumirror.plan import (
+from eumirror.core.catalog import dump_catalog, parse_catalog
+from eumirror.core.plan import (
     Action,
     Inventory,
     Outcome,
@@ -19,7 +19,7 @@ from eumirror.plan import (
     needs_previous_entries,
     shrink_refusal,
 )
-from eumirror.policy import Source
+from eumirror.core.policy import Source
 
 UP = "up"
 SOURCE = Source("http://up.example/eustore/catalog")

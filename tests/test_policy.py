@@ -8,8 +8,8 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from eumirror.errors import ImageError
-from eumirror.policy import (
+from eumirror.core.errors import ImageError
+from eumirror.core.policy import (
     MAX_FILE_NAME_BYTES,
     Source,
     dest_to_url,
@@ -467,7 +467,7 @@ def test_fast_path_resolution_agrees_with_urljoin(rel: str, base: str) -> None:
     """The plain-relative fast path resolves exactly as RFC 3986 (urljoin) would, or defers."""
     from urllib.parse import urljoin
 
-    from eumirror.policy import _is_plain_relative
+    from eumirror.core.policy import _is_plain_relative
 
     source = Source(base)
     if _is_plain_relative(rel, allow_percent=not source.is_file):

@@ -12,14 +12,14 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from eumirror.errors import CatalogError, EumirrorError
-from eumirror.names import name_of_chunks
-from eumirror.publisher import (
+from eumirror.commands.publisher import (
     print_names,
     refresh_catalog,
     refresh_document,
     tarball_file_name,
 )
+from eumirror.core.errors import CatalogError, EumirrorError
+from eumirror.core.names import name_of_chunks
 
 DATA_A = b"tarball a\n"
 DATA_B = b"tarball b with a space\n"

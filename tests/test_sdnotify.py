@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from eumirror import sdnotify
+from eumirror.service import sdnotify
 
 # recv() would only block if notify() silently failed to send; fail the test instead of hanging.
 RECV_TIMEOUT = 5.0

@@ -11,11 +11,11 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from eumirror.config import Schedule, parse_config
-from eumirror.metrics import registry_for, write_textfile
-from eumirror.report import daemon_urls, table
-from eumirror.status import health, schedule_period, status_document
-from eumirror.store import Mirror
+from eumirror.commands.report import daemon_urls, table
+from eumirror.core.config import Schedule, parse_config
+from eumirror.service.metrics import registry_for, write_textfile
+from eumirror.service.status import health, schedule_period, status_document
+from eumirror.storage.fs import Mirror
 
 NOW = 1_800_000_000.0
 HOUR = 3600.0

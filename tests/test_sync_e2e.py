@@ -12,7 +12,7 @@ from urllib.parse import unquote
 from conftest import Mirror, Upstream, events, human_lines, name_of, run_cli, tarball, write_config
 from faultserver import Fault, ThreadedFaultServer
 
-from eumirror.names import name_of_chunks
+from eumirror.core.names import name_of_chunks
 
 
 def assert_published_verifies(mirror: Mirror, upstream: str = "up") -> None:

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from eumirror.workers import in_worker
+from eumirror.engine.workers import in_worker
 
 where: contextvars.ContextVar[str] = contextvars.ContextVar("where", default="unset")
 

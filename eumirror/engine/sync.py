@@ -17,15 +17,17 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from .catalog import iter_catalog, parse_catalog
-from .config import Config, Upstream
-from .download import PartialFile, SpaceBudget
-from .errors import CatalogError, EumirrorError, FetchError, ImageError, StorageError, VerifyError
-from .fetch import CatalogFetch, Fetcher, Validators
-from .gcpause import paused_gc
-from .inventory import clean_partials, collect_garbage, load_inventory
-from .log import log
-from .plan import (
+from ..core.catalog import iter_catalog, parse_catalog
+from ..core.config import Config, Upstream
+from ..core.errors import (
+    CatalogError,
+    EumirrorError,
+    FetchError,
+    ImageError,
+    StorageError,
+    VerifyError,
+)
+from ..core.plan import (
     Action,
     Inventory,
     Plan,
@@ -35,8 +37,13 @@ from .plan import (
     needs_previous_entries,
     shrink_refusal,
 )
-from .policy import redact
-from .store import FileDigest, Files, Mirror, record_of, storage_error, syncfs
+from ..core.policy import redact
+from ..log import log
+from ..net.fetch import CatalogFetch, Fetcher, Validators
+from ..storage.fs import FileDigest, Files, Mirror, record_of, storage_error, syncfs
+from .download import PartialFile, SpaceBudget
+from .gcpause import paused_gc
+from .inventory import clean_partials, collect_garbage, load_inventory
 from .workers import in_worker
 
 

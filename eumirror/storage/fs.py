@@ -22,8 +22,8 @@ from typing import Any
 
 import orjson
 
-from .errors import LockHeld, StorageError
-from .names import CHUNK, NameHasher, is_valid_name
+from ..core.errors import LockHeld, StorageError
+from ..core.names import CHUNK, NameHasher, is_valid_name
 
 STATE_FORMAT = 1
 _SCRATCH = itertools.count()

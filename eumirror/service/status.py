@@ -16,10 +16,10 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from . import __version__
-from .config import Config, Schedule
+from .. import __version__
+from ..core.config import Config, Schedule
+from ..storage.fs import Mirror
 from .metrics import registry_for
-from .store import Mirror
 
 
 def schedule_period(schedule: Schedule, now: datetime | None = None) -> float:
@@ -109,7 +109,7 @@ def status_document(
 
 
 def redacted_source(url: str) -> str:
-    from .policy import redact
+    from ..core.policy import redact
 
     return redact(url)
 

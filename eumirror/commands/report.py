@@ -8,10 +8,10 @@ import time
 import urllib.request
 from typing import Any
 
-from .config import Config
-from .errors import ExitCode
+from ..core.config import Config
+from ..core.errors import ExitCode
+from ..storage.fs import Mirror
 from .progress import human_bytes
-from .store import Mirror
 
 DAEMON_ADDRESS = "daemon.json"
 """Under `.eumirror/`: the running daemon's pid and real listen address (written by the daemon)."""

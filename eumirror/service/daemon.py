@@ -21,15 +21,15 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
+from ..commands.once import run_sync, summarise
+from ..commands.report import DAEMON_ADDRESS
+from ..core.config import Config, load_config
+from ..core.errors import EumirrorError, ExitCode, LockHeld, StorageError
+from ..engine.gcpause import release_frozen
+from ..log import log
+from ..storage.fs import Mirror
 from . import sdnotify
-from .config import Config, load_config
-from .errors import EumirrorError, ExitCode, LockHeld, StorageError
-from .gcpause import release_frozen
-from .log import log
-from .once import run_sync, summarise
-from .report import DAEMON_ADDRESS
 from .status import iso, make_app, status_document
-from .store import Mirror
 
 
 class Daemon:

@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from .catalog import loads_strict
-from .errors import CatalogError, EumirrorError, ExitCode, StorageError
-from .log import log
-from .store import fsync_dir, hash_file, storage_error
+from ..core.catalog import loads_strict
+from ..core.errors import CatalogError, EumirrorError, ExitCode, StorageError
+from ..log import log
+from ..storage.fs import fsync_dir, hash_file, storage_error
 
 
 def print_names(paths: list[Path]) -> int:

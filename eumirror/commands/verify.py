@@ -8,11 +8,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from .catalog import parse_catalog
-from .config import Config
-from .errors import CatalogError, ExitCode
-from .log import log
-from .store import Mirror, hash_file
+from ..core.catalog import parse_catalog
+from ..core.config import Config
+from ..core.errors import CatalogError, ExitCode
+from ..log import log
+from ..storage.fs import Mirror, hash_file
 
 
 def local_file(config: Config, upstream: str, url: str) -> Path | None:

@@ -15,11 +15,11 @@ import os
 import threading
 from pathlib import Path
 
+from ..core.errors import StorageError, VerifyError
+from ..core.names import CHUNK, NameHasher
+from ..net.fetch import Validators
+from ..storage.fs import FileDigest, start_writeback, storage_error
 from .directio import DiskWriter
-from .errors import StorageError, VerifyError
-from .fetch import Validators
-from .names import CHUNK, NameHasher
-from .store import FileDigest, start_writeback, storage_error
 from .workers import in_worker
 
 WRITEBACK_STEP = 8 << 20

@@ -7,15 +7,15 @@ import contextlib
 import sys
 from pathlib import Path
 
-from .config import Config
-from .errors import ExitCode
-from .fetch import Fetcher
-from .log import log
-from .plan import Action, Plan
-from .policy import redact
+from ..core.config import Config
+from ..core.errors import ExitCode
+from ..core.plan import Action, Plan
+from ..core.policy import redact
+from ..engine.sync import Progress, RunReport, Syncer
+from ..log import log
+from ..net.fetch import Fetcher
+from ..storage.fs import Mirror
 from .progress import live_progress
-from .store import Mirror
-from .sync import Progress, RunReport, Syncer
 
 
 def trusted_hosts(config: Config) -> frozenset[str]:
@@ -69,8 +69,8 @@ async def sync_once(
         async with live_progress(progress, sys.stderr):
             report = await run_sync(config, mirror, allow_shrink=allow_shrink, progress=progress)
     if metrics_file is not None:
-        from .metrics import write_textfile
-        from .status import status_document
+        from ..service.metrics import write_textfile
+        from ..service.status import status_document
 
         try:
             write_textfile(metrics_file, status_document(config, mirror))

@@ -15,11 +15,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from ..core.names import is_valid_name
+from ..core.plan import Inventory
+from ..log import log
+from ..storage.fs import Files, Mirror, hash_file, record_of, scan_unknown
 from .gcpause import paused_gc
-from .log import log
-from .names import is_valid_name
-from .plan import Inventory
-from .store import Files, Mirror, hash_file, record_of, scan_unknown
 
 STALE_PARTIAL_SECONDS = 7 * 86400
 

@@ -26,12 +26,12 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 
-from . import __version__
-from .config import Limits
-from .errors import CatalogError, FetchError
-from .log import log
-from .names import CHUNK
-from .policy import HTTP_SCHEMES, Source, is_public_address, redact
+from .. import __version__
+from ..core.config import Limits
+from ..core.errors import CatalogError, FetchError
+from ..core.names import CHUNK
+from ..core.policy import HTTP_SCHEMES, Source, is_public_address, redact
+from ..log import log
 
 MAX_REDIRECTS = 5
 MAX_RETRY_AFTER = 120.0
