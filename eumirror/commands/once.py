@@ -11,7 +11,8 @@ from ..core.config import Config
 from ..core.errors import ExitCode
 from ..core.plan import Action, Plan
 from ..core.policy import redact
-from ..engine.sync import Progress, RunReport, Syncer
+from ..core.progress import Progress
+from ..engine.sync import RunReport, Syncer
 from ..log import log
 from ..net.fetch import Fetcher
 from ..storage.fs import Mirror

@@ -38,6 +38,7 @@ from ..core.plan import (
     shrink_refusal,
 )
 from ..core.policy import redact
+from ..core.progress import Progress
 from ..log import log
 from ..net.fetch import CatalogFetch, Fetcher, Validators
 from ..storage.fs import FileDigest, Files, Mirror, record_of, storage_error, syncfs
@@ -89,18 +90,6 @@ class RunReport:
         if self.ok:
             return "success"
         return "partial" if all(u.catalog_ok for u in self.upstreams) else "failure"
-
-
-@dataclass
-class Progress:
-    """Counters for the live display; updated from the event loop only."""
-
-    files_total: int = 0
-    files_done: int = 0
-    bytes_done: int = 0
-
-    def add_bytes(self, n: int) -> None:
-        self.bytes_done += n
 
 
 class Syncer:
