@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from eumirror.core.errors import VerifyError
-from eumirror.engine.download import PartialFile, SpaceBudget
+from eumirror.engine.budget import SpaceBudget
+from eumirror.engine.download import PartialFile
 from eumirror.net.fetch import Validators
 
 
@@ -75,13 +76,20 @@ async def test_restart_drops_held_bytes_and_the_prefix(tmp_path: Path) -> None:
     assert part.path.read_bytes() == b"new"
 
 
-async def test_wrong_bytes_are_deleted_by_the_verifying_job(tmp_path: Path) -> None:
-    part = partial(tmp_path)
+async def test_wrong_bytes_are_closed_by_the_verifying_job_and_discarded_by_its_owner(
+    tmp_path: Path,
+) -> None:
+    """The job that finds wrong bytes closes the file; the owner on the loop deletes it."""
+    budget = SpaceBudget(1 << 40, 0)
+    part = PartialFile(tmp_path / "u.x.part", budget, exists=False)
     await part.open()
     await part.write_last([b"not what the catalog says"])
     with pytest.raises(VerifyError):
-        part.finish(name_of(b"something else"))
+        await part.seal(name_of(b"something else"), lambda: None)
+    assert budget.taken == len(b"not what the catalog says")
+    part.discard()
     assert not part.path.exists()
+    assert budget.taken == 0  # the discarded bytes are given back
 
 
 async def test_batches_written_behind_their_hashing_keep_their_order(tmp_path: Path) -> None:

@@ -154,7 +154,7 @@ def test_wrong_bytes_fail_the_image_and_keep_its_previous_entry(
     assert_published_verifies(mirror)
     lines = human_lines(done.stderr)
     assert any("a/img.tgz" in line and "kept its previous entry" in line for line in lines)
-    assert not list((mirror.root / ".eumirror" / "partial").glob("*.part"))
+    assert not list((mirror.root / ".eumirror" / "partial").rglob("*.part"))
 
 
 def test_new_image_with_wrong_bytes_is_left_out(

@@ -12,7 +12,7 @@ from ..core.errors import ExitCode
 from ..core.plan import Action, Plan
 from ..core.policy import redact
 from ..core.progress import Progress
-from ..engine.sync import RunReport, Syncer
+from ..engine.sync import RunReport, sync
 from ..log import log
 from ..net.fetch import Fetcher
 from ..storage.fs import Mirror
@@ -42,7 +42,7 @@ async def run_sync(
     async with Fetcher(
         config.limits, trusted_hosts=trusted_hosts(config), on_bytes=progress.add_bytes
     ) as fetcher:
-        syncer = Syncer(
+        return await sync(
             config,
             mirror,
             fetcher,
@@ -51,7 +51,6 @@ async def run_sync(
             progress=progress,
             show_plan=print_plan,
         )
-        return await syncer.run()
 
 
 async def sync_once(

@@ -1,4 +1,11 @@
-"""`eumirror verify`: re-hash every published tarball against the name its catalog gives it."""
+"""`eumirror verify`: re-hash every tarball a web server may serve, published or kept.
+
+Every file under `<root>/<U>/images/<name>/` is hashed against the name of its folder (kept
+tarballs of `keep_removed` included), and every url of the published catalog must lead to one of
+them under the image's name. A damaged tarball leaves its published path at once (into
+`.eumirror/damaged/`), its record goes from the state, and the failure is counted in
+`eumirror_verify_failures_total`: the next sync downloads it again.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +18,9 @@ from urllib.parse import unquote, urlsplit
 from ..core.catalog import parse_catalog
 from ..core.config import Config
 from ..core.errors import CatalogError, ExitCode
+from ..engine.inventory import quarantine
 from ..log import log
-from ..storage.fs import Mirror, hash_file
+from ..storage.fs import Files, Mirror, hash_file, scan_unknown
 
 
 def local_file(config: Config, upstream: str, url: str) -> Path | None:
@@ -34,7 +42,7 @@ def check(path: Path, name: str) -> str:
     except OSError as exc:
         return f"{path}: {exc.strerror}"
     if digest.name != name:
-        return f"{path}: bytes have name {digest.name}, the catalog says {name}"
+        return f"{path}: bytes have name {digest.name}, expected {name}"
     return ""
 
 
@@ -43,32 +51,64 @@ def verify_mirror(config: Config) -> int:
     problems: list[str] = []
     checked = 0
     with mirror.locked() if mirror.work.exists() else contextlib.nullcontext():
-        jobs: list[tuple[str, Path, str]] = []
         for up in config.upstreams:
-            body = mirror.read_catalog(up.name)
-            if body is None:
-                log.info("verify_skipped", upstream=up.name, reason="nothing published yet")
-                continue
-            try:
-                catalog = parse_catalog(body)
-            except CatalogError as exc:
-                problems.append(f"{up.name}: published catalog is malformed: {exc.message}")
-                continue
-            problems.extend(f"{up.name}: image #{bad.index}: {bad.reason}" for bad in catalog.bad)
-            for image in catalog.images:
-                path = local_file(config, up.name, image.url)
-                if path is None:
-                    problems.append(f"{up.name}: {image.url} is not a file of this mirror")
-                    continue
-                jobs.append((up.name, path, image.name))
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            results = pool.map(lambda job: (job[0], check(job[1], job[2])), jobs)
-            for upstream, problem in results:
-                checked += 1
-                if problem:
-                    problems.append(f"{upstream}: {problem}")
+            found, count = _verify_upstream(config, mirror, up.name)
+            problems += [f"{up.name}: {line}" for line in found]
+            checked += count
     log.info("verify_done", checked=checked, problems=len(problems))
     for line in problems:
         print(f"eumirror: {line}", file=sys.stderr)
-    print(f"{checked} tarballs checked, {len(problems)} problems")
+    noun = "problem" if len(problems) == 1 else "problems"
+    print(f"{checked} tarballs checked, {len(problems)} {noun}")
     return int(ExitCode.FAILED if problems else ExitCode.OK)
+
+
+def _verify_upstream(config: Config, mirror: Mirror, upstream: str) -> tuple[list[str], int]:
+    problems: list[str] = []
+    folder = mirror.root / upstream
+    on_disk = list(scan_unknown(folder, {}))
+    body = mirror.read_catalog(upstream)
+    if body is None and not on_disk:
+        log.info("verify_skipped", upstream=upstream, reason="nothing published yet")
+        return [], 0
+    jobs = [(dest, path, dest.split("/")[1]) for dest, path in on_disk]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(lambda job: (job[0], check(job[1], job[2])), jobs))
+    damaged = [dest for dest, problem in results if problem]
+    problems += [problem for _, problem in results if problem]
+    if body is not None:
+        try:
+            catalog = parse_catalog(body)
+        except CatalogError as exc:
+            problems.append(f"published catalog is malformed: {exc.message}")
+        else:
+            problems += [f"image #{bad.index}: {bad.reason}" for bad in catalog.bad]
+            present = {path for _, path in on_disk}
+            for image in catalog.images:
+                path = local_file(config, upstream, image.url)
+                if path is None:
+                    problems.append(f"{image.url} is not a file of this mirror")
+                elif path not in present or path.parent.name != image.name:
+                    problems.append(f"{path}: missing (the catalog lists {image.name})")
+    if mirror.work.exists():
+        _record_damage(mirror, upstream, damaged, failures=len(damaged))
+    return problems, len(jobs)
+
+
+def _record_damage(mirror: Mirror, upstream: str, damaged: list[str], *, failures: int) -> None:
+    """Damage leaves its published path now; the state forgets it, so the next sync repairs."""
+    if not damaged:
+        return
+    for dest in damaged:
+        quarantine(mirror, upstream, dest)
+    files = Files.from_doc(mirror.load_state(upstream, "files"))
+    if files.trusted:
+        for dest in damaged:
+            files.files.pop(dest, None)
+        mirror.save_state(upstream, "files", files.to_doc())
+    meta = mirror.load_state(upstream, "meta") or {}
+    totals = dict(meta.get("totals") or {})
+    totals["verify_failures"] = int(totals.get("verify_failures", 0)) + failures
+    meta["totals"] = totals
+    meta["damaged"] = sorted(set(meta.get("damaged") or []) | set(damaged))
+    mirror.save_state(upstream, "meta", meta)

@@ -35,6 +35,7 @@ class Limits:
     retries: int = 3
     max_shrink: float = 0.5
     free_space_reserve: int = 256 << 20
+    max_image_bytes: int = 64 << 30
 
 
 @dataclass(frozen=True)
@@ -199,6 +200,7 @@ class _Reader:
             "retries",
             "max_shrink",
             "free_space_reserve",
+            "max_image_bytes",
         }
         t = self.table(doc, "limits", keys)
         d = Limits()
@@ -226,8 +228,11 @@ class _Reader:
             free_space_reserve=self.get(
                 t, "limits", "free_space_reserve", int, d.free_space_reserve, parse_size
             ),
+            max_image_bytes=self.get(
+                t, "limits", "max_image_bytes", int, d.max_image_bytes, parse_size
+            ),
         )
-        for key in ("catalog_max_bytes", "connect_timeout", "low_speed_time"):
+        for key in ("catalog_max_bytes", "connect_timeout", "low_speed_time", "max_image_bytes"):
             if getattr(limits, key) <= 0:
                 raise self.fail(f"limits.{key}", "must be more than zero")
         return limits

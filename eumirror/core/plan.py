@@ -7,7 +7,7 @@ each image whether to reuse, link, download or fail it, and which published imag
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, overload
 
@@ -61,6 +61,8 @@ class Inventory:
     """Verified tarballs on disk: name -> root-relative paths that hold exactly those bytes."""
 
     paths: dict[str, list[str]] = field(default_factory=dict)
+    records: dict[str, list[Any]] = field(default_factory=dict)
+    """Root-relative path -> its state record [name, size, mtime_ns, md5], where known."""
 
     def add(self, name: str, path: str) -> None:
         found = self.paths.setdefault(name, [])
@@ -231,6 +233,8 @@ class Outcome:
     referenced: frozenset[str]
     """Paths under the upstream's folder that the new catalog points to."""
     failed: tuple[Step, ...]
+    kept: frozenset[int] = frozenset()
+    """Indexes of failed steps whose previous entry was kept."""
 
 
 def needs_previous_entries(plan: Plan, verified: Iterable[str]) -> bool:
@@ -246,17 +250,21 @@ def build_catalog(
     public_base: str,
     previous_entries: Mapping[str, Mapping[str, Any]],
     url_to_dest: Mapping[str, str],
+    kept_files: Collection[str] | None = None,
 ) -> Outcome:
     """The entries to publish: what verified with its local url, failed ones' previous entries.
 
     `verified` holds the dests that are now in place; `previous_entries` maps each url of the
     published catalog to its entry, and `url_to_dest` to its file, so a kept entry keeps its file.
+    With `kept_files` (the dests verified on disk), a previous entry whose file is no longer
+    verified (damaged, missing) is not kept: damage is never published knowingly.
     """
     ready = set(verified)
     images = Entries()
     published: dict[str, list[str]] = {}
     referenced: set[str] = set()
     failed: list[Step] = []
+    kept_steps: set[int] = set()
     for step in plan.steps:
         if step.action is not Action.FAIL and step.dest in ready:
             url = dest_to_url(step.dest, public_base)
@@ -266,10 +274,14 @@ def build_catalog(
             continue
         failed.append(step)
         entry = previous_entries.get(step.previous_url) if step.previous_url else None
-        if entry is not None:
-            images.add(entry)
-            kept = url_to_dest.get(step.previous_url, "")
-            published[step.source_url] = [step.previous_url, kept]
-            if kept:
-                referenced.add(kept)
-    return Outcome(images, published, frozenset(referenced), tuple(failed))
+        if entry is None:
+            continue
+        kept = url_to_dest.get(step.previous_url, "")
+        if kept and kept_files is not None and kept not in kept_files:
+            continue
+        images.add(entry)
+        kept_steps.add(step.index)
+        published[step.source_url] = [step.previous_url, kept]
+        if kept:
+            referenced.add(kept)
+    return Outcome(images, published, frozenset(referenced), tuple(failed), frozenset(kept_steps))

@@ -4,6 +4,11 @@ md5 and the write run in worker threads, one job each per ~1 MiB batch, a batch'
 previous batch's write, so the event loop keeps reading the socket while the cores hash and the
 disk writes; the bytes go to disk past the page cache (directio). The partial survives an
 interruption for resuming; bytes that fail verification are deleted.
+
+Ownership: at most one worker job touches the file at a time, and every job checks, under the
+file's lock, that it was not closed meanwhile; a cancelled download never closes the file under a
+running job, it closes it when the last job returns (`close_when_idle`). Bytes are charged to the
+run's space budget as they are accepted and given back when the file is discarded.
 """
 
 from __future__ import annotations
@@ -13,12 +18,15 @@ import contextlib
 import json
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
-from ..core.errors import StorageError, VerifyError
+from ..core.errors import ImageError, StorageError, VerifyError
 from ..core.names import CHUNK, NameHasher
 from ..net.fetch import Validators
 from ..storage.fs import FileDigest, start_writeback, storage_error
+from .budget import SpaceBudget
 from .directio import DiskWriter
 from .workers import in_worker
 
@@ -34,27 +42,9 @@ def _umask() -> int:
     return mask
 
 
+T = TypeVar("T")
 _UMASK = _umask()
 """Read once at import: files are created 0644 and only chmod-ed when the umask strips that."""
-
-
-class SpaceBudget:
-    """Free space measured once per run, shared by every download admitted since."""
-
-    def __init__(self, free: int, reserve: int) -> None:
-        self.free = free
-        self.reserve = reserve
-        self.taken = 0
-
-    def take(self, size: int, what: str) -> None:
-        have = self.free - self.taken
-        if size > 0 and size + self.reserve > have:
-            raise StorageError(
-                f"not enough space for {what}: need {size + self.reserve} bytes "
-                f"({size} plus the reserve of {self.reserve}), have {have}",
-                hint="free space on the mirror's filesystem or lower [limits] free_space_reserve",
-            )
-        self.taken += max(size, 0)
 
 
 class PartialFile:
@@ -65,8 +55,19 @@ class PartialFile:
     finish() in the same job that verifies and closes it, after the transfer slot is free.
     """
 
-    def __init__(self, path: Path, budget: SpaceBudget, *, exists: bool = True) -> None:
+    def __init__(
+        self,
+        path: Path,
+        budget: SpaceBudget,
+        *,
+        exists: bool = True,
+        max_bytes: int = 64 << 30,
+        on_length: Callable[[int], None] | None = None,
+    ) -> None:
         self.path = path
+        self.max_bytes = max_bytes
+        self._on_length = on_length
+        """Told the bytes a response announces, once per download (progress: bytes planned)."""
         self.meta_path = path.with_suffix(".json")
         self.offset = 0
         """Bytes accepted: hashed and written, or held for finish()."""
@@ -84,6 +85,10 @@ class PartialFile:
         self._storing_lock = threading.Lock()
         self._stored = 0
         self._closed = False
+        self._charged = 0
+        """Bytes charged to the budget for this file (given back if it is discarded)."""
+        self._job: asyncio.Future[Any] | None = None
+        """The sealing job in flight, if any: it owns the file until it returns."""
 
     async def open(self) -> Validators:
         """Reopen a kept partial, re-hashing its prefix so it can be resumed.
@@ -95,6 +100,10 @@ class PartialFile:
         return await in_worker(self._open)
 
     def _open(self) -> Validators:
+        with self._storing_lock:
+            return self._open_locked()
+
+    def _open_locked(self) -> Validators:
         try:
             self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             os.fchmod(self._fd, 0o644)
@@ -102,7 +111,7 @@ class PartialFile:
                 self._hasher.update(chunk)
         except OSError as exc:
             raise storage_error(exc, self.path, "opening the partial download") from None
-        self.offset = self._stored = self._hasher.size
+        self.offset = self._stored = self._charged = self._hasher.size
         self._disk = DiskWriter(self._fd, self.offset)
         if not self.offset:
             return Validators()
@@ -123,9 +132,16 @@ class PartialFile:
             raise storage_error(exc, self.path, "creating the partial download") from None
 
     def expect(self, remaining: int, validators: Validators) -> None:
-        """Refuse before downloading what cannot fit; remember validators for a later resume."""
-        self._budget.take(remaining, self.path.name)
+        """Refuse before downloading what cannot fit; remember validators for a later resume.
+
+        Nothing is charged here: bytes are charged as they arrive (`_accept`)."""
+        if self.offset + remaining > self.max_bytes:
+            raise self._too_large(self.offset + remaining)
+        self._budget.check(remaining)
         self._validators = validators
+        if self._on_length is not None and remaining > 0:
+            self._on_length(remaining)
+            self._on_length = None
         self._meta_due = remaining >= RESUME_WORTHY
 
     async def keep_for_resume(self) -> None:
@@ -150,9 +166,26 @@ class PartialFile:
             self.meta_path.write_text(json.dumps(doc))
             self._meta_exists = True
 
+    def _too_large(self, size: int) -> ImageError:
+        return ImageError(
+            f"the tarball is larger than [limits] max_image_bytes ({size} > {self.max_bytes}); "
+            "refused",
+            hint="raise max_image_bytes if the upstream really publishes images this large",
+        )
+
+    def _accept(self, chunks: list[bytes]) -> int:
+        """Charge arriving bytes to the budget and the per-download cap, before any is kept."""
+        size = sum(map(len, chunks))
+        if self.offset + size > self.max_bytes:
+            raise self._too_large(self.offset + size)
+        self._budget.take(size)
+        self._charged += size
+        return size
+
     async def write_batch(self, chunks: list[bytes]) -> None:
         """Hash this batch while the previous one is still being written: the disk's latency
         (O_DIRECT writes wait for the device) overlaps the next batch's md5."""
+        self._accept(chunks)
         chunks = self._take_held() + chunks
         hashing = asyncio.ensure_future(in_worker(self._hash, chunks))
         try:
@@ -173,8 +206,9 @@ class PartialFile:
 
     async def write_last(self, chunks: list[bytes]) -> None:
         """Hold the final batch for finish(); a retry's next write writes it first."""
+        size = self._accept(chunks)
         self._held += chunks
-        self.offset += sum(map(len, chunks))
+        self.offset += size
 
     def _take_held(self) -> list[bytes]:
         held, self._held = self._held, []
@@ -217,9 +251,21 @@ class PartialFile:
         self._held = []
         self.offset = self._hasher.size
         if self.offset:
-            await asyncio.to_thread(self._truncate)
+            await in_worker(self._truncate)
+        self._budget.give_back(self._charged)
+        self._charged = 0
 
     def _truncate(self) -> None:
+        with self._storing_lock:
+            if self._closed:
+                return
+            self._truncate_locked()
+
+    def _truncate_locked(self) -> None:
+        if self._fd < 0:
+            self._hasher = NameHasher()
+            self.offset = self._stored = 0
+            return
         os.ftruncate(self._fd, 0)
         os.lseek(self._fd, 0, os.SEEK_SET)
         if self._disk is not None:
@@ -232,9 +278,10 @@ class PartialFile:
         return self._hasher.name()
 
     def finish(self, expected_name: str) -> FileDigest:
-        """Write what is held, verify the name (wrong bytes are deleted at once), close.
+        """Write what is held, verify the name, close.
 
-        Blocking: run it in a worker thread, after drain(). The caller flushes, in a batch.
+        Blocking: run it in a worker thread, after drain(). On an error the file is closed and
+        the caller, on the event loop, discards it. The caller flushes, in a batch.
         """
         if self._storing is not None:
             raise RuntimeError(f"{self.path}: finish() while a batch may still be written")
@@ -242,28 +289,49 @@ class PartialFile:
             self._write(self._take_held())
             self._write_tail()
         except StorageError:
-            self.discard()
+            self.close()
             raise
         digest = FileDigest(self._hasher.name(), self._hasher.size, self._hasher.md5_hex())
         if digest.name != expected_name:
-            self.discard()
+            self.close()
             raise VerifyError(
                 f"downloaded bytes have name {digest.name}, the catalog says "
                 f"{expected_name} ({digest.size} bytes)",
                 hint="the upstream serves other bytes than its catalog names; "
                 "report it to the publisher",
             )
-        if digest.size > self._flushed:
-            start_writeback(self._fd, self._flushed, digest.size - self._flushed)
+        with self._storing_lock:
+            if self._closed:
+                raise StorageError(f"{self.path}: closed while it was being verified")
+            if digest.size > self._flushed:
+                start_writeback(self._fd, self._flushed, digest.size - self._flushed)
         self.close()
         return digest
 
+    async def seal(self, expected_name: str, then: Callable[[], T]) -> tuple[FileDigest, T]:
+        """finish() and then `then()` in one worker job (for a small tarball, all the disk work
+        it costs). The job owns the file: if the caller is cancelled meanwhile, the job still
+        runs to its end and the file is closed by it or after it (`close_when_idle`)."""
+
+        def job() -> tuple[FileDigest, T]:
+            digest = self.finish(expected_name)
+            return digest, then()
+
+        running: asyncio.Future[tuple[FileDigest, T]] = asyncio.ensure_future(in_worker(job))
+        self._job = running
+        result = await asyncio.shield(running)
+        self._job = None
+        return result
+
     def _write_tail(self) -> None:
-        try:
-            if self._disk is not None:
-                self._disk.flush()
-        except OSError as exc:
-            raise storage_error(exc, self.path, "writing") from None
+        with self._storing_lock:
+            if self._closed:
+                raise StorageError(f"{self.path}: closed while it was being written")
+            try:
+                if self._disk is not None:
+                    self._disk.flush()
+            except OSError as exc:
+                raise storage_error(exc, self.path, "writing") from None
 
     def forget_meta(self) -> None:
         """Once published, the resume validators are of no use."""
@@ -291,9 +359,30 @@ class PartialFile:
             os.close(self._fd)
             self._fd = -1
 
+    def close_when_idle(self) -> None:
+        """The download was cancelled: close now if no worker job holds the file, else as soon
+        as the last one returns (never under it). Safe to call from a cancelled task."""
+        busy = [f for f in (self._job, self._storing) if f is not None and not f.done()]
+        if not busy:
+            self.close()
+            return
+        remaining = len(busy)
+
+        def done(future: asyncio.Future[Any]) -> None:
+            nonlocal remaining
+            _quiet(future)
+            remaining -= 1
+            if remaining == 0:
+                self.close()
+
+        for future in busy:
+            future.add_done_callback(done)
+
     def discard(self) -> None:
         self._held = []
         self.close()
+        self._budget.give_back(self._charged)
+        self._charged = 0
         for path in (self.path, self.meta_path):
             with contextlib.suppress(OSError):
                 path.unlink()

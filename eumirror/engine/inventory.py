@@ -1,8 +1,13 @@
-"""What is verified on disk, and cleaning up what nothing needs any more.
+"""What is verified on disk, damage found cheaply, and cleaning up what nothing needs any more.
 
-The state records what was verified (name, size, md5, mtime); a cheap stat confirms a record. A
-state that is missing or corrupt, or a run that was cut off while placing files, is rebuilt by
-re-hashing the files under `<U>/images/`, never trusted blindly.
+The state records what was verified (name, size, md5, mtime); one stat per file confirms a record
+every sync. A file whose size changed is damaged; one whose mtime alone changed is re-hashed.
+Damaged files leave their published path at once (into `.eumirror/damaged/`), so they are never
+served knowingly, and the sync downloads them again. A state that is missing or corrupt, or a run
+that was cut off while placing files, is rebuilt by re-hashing the files under `<U>/images/`.
+
+These functions run in worker threads and own what they are handed until they return; long ones
+check a cancellation flag between chunks and save what they have.
 """
 
 from __future__ import annotations
@@ -10,93 +15,178 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+import threading
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..core.names import is_valid_name
 from ..core.plan import Inventory
 from ..log import log
-from ..storage.fs import Files, Mirror, hash_file, record_of, scan_unknown
+from ..storage.fs import Cancelled, Files, Mirror, hash_file, record_of, scan_unknown
 from .gcpause import paused_gc
 
 STALE_PARTIAL_SECONDS = 7 * 86400
+STALE_DAMAGED_SECONDS = 7 * 86400
 
 
-def load_inventory(
-    mirror: Mirror, upstreams: Iterable[str]
-) -> tuple[dict[str, Files], Inventory, set[str]]:
-    """Each upstream's files state, all verified files by name, and the rebuilt upstreams."""
+@dataclass
+class Loaded:
+    """One upstream's files state after the cheap check (and a rebuild, if one was due)."""
+
+    files: Files
+    damaged: list[str] = field(default_factory=list)
+    """Dests found damaged this time and moved aside."""
+    rebuilt: bool = False
+    """The state had to be rebuilt from the files (save it even if nothing else changes)."""
+    dirty: bool = False
+    """The dirty marker was present: the last sync was cut off while placing files."""
+    referenced: frozenset[str] = frozenset()
+    """Dests the published catalog points to, per the state."""
+    missing: int = 0
+    """Of those, how many are not verified on disk now (missing or damaged)."""
+
+
+def load_files(
+    mirror: Mirror, upstream: str, cancelled: threading.Event, *, write: bool = True
+) -> Loaded:
+    """Read the upstream's files state and check every record against the disk (a dry run
+    writes and moves nothing: `write` False)."""
     with paused_gc():
-        return _load(mirror, upstreams)
-
-
-def _load(mirror: Mirror, upstreams: Iterable[str]) -> tuple[dict[str, Files], Inventory, set[str]]:
-    all_files: dict[str, Files] = {}
-    inventory = Inventory()
-    rebuilt: set[str] = set()
-    for name in upstreams:
-        files = Files.from_doc(mirror.load_state(name, "files"))
-        folder = mirror.root / name
-        kept = _still_verified(f"{folder}/", files.files)
-        if not files.trusted or mirror.state_path(name, "dirty").exists():
-            kept.update(_reverify(name, folder, kept))
-            if not files.trusted:
-                rebuilt.add(name)
-                if kept:
-                    log.info("state_rebuilt", upstream=name, verified=len(kept))
+        files = Files.from_doc(mirror.load_state(upstream, "files"))
+        dirty = mirror.state_path(upstream, "dirty").exists()
+        folder = mirror.root / upstream
+        kept, changed = _still_verified(f"{folder}/", files.files)
+        loaded = Loaded(files, dirty=dirty)
+        for dest, rec in changed:
+            path = folder / dest
+            try:
+                digest = hash_file(path, cancelled) if rec[1] == _size(path) else None
+            except OSError:
+                digest = None
+            if digest is not None and digest.name == rec[0]:
+                kept[dest] = record_of(path, digest)  # touched, not changed
+                loaded.rebuilt = True
+                continue
+            if write:
+                quarantine(mirror, upstream, dest)
+            loaded.damaged.append(dest)
+        if loaded.damaged:
+            loaded.rebuilt = True
         files.files = kept
-        all_files[name] = files
-        paths = inventory.paths
-        for dest, rec in kept.items():
-            rooted = f"{name}/{dest}"
-            found = paths.get(rec[0])
-            if found is None:
-                paths[rec[0]] = [rooted]
-            elif rooted not in found:
-                found.append(rooted)
-    return all_files, inventory, rebuilt
+        if not files.trusted or dirty:
+            log.debug("reverify_started", upstream=upstream, known=len(kept))
+            try:
+                _reverify(upstream, folder, kept, cancelled)
+            except Cancelled:
+                if write:
+                    _save_partial_rebuild(mirror, upstream, files)
+                raise
+            loaded.rebuilt = loaded.rebuilt or not files.trusted
+            if not files.trusted and kept:
+                log.info("state_rebuilt", upstream=upstream, verified=len(kept))
+        loaded.referenced = frozenset(d for _, d in files.published.values() if d)
+        loaded.missing = len(loaded.referenced - kept.keys())
+        return loaded
 
 
-def _still_verified(prefix: str, records: dict[str, Any]) -> dict[str, list[Any]]:
-    """The records whose file is still the one verified: a regular file of the same size and
-    modification time, at images/<its name>/. One stat each, no hashing (100k files: ~0.3 s)."""
+def _size(path: Path) -> int:
+    return os.lstat(path).st_size
+
+
+def _save_partial_rebuild(mirror: Mirror, upstream: str, files: Files) -> None:
+    """Keep what was re-hashed before a stop: the dirty marker makes the next run re-hash only
+    the files this one did not reach."""
+    with contextlib.suppress(Exception):
+        mirror.state_path(upstream, "dirty").touch()
+        mirror.save_state(upstream, "files", files.to_doc())
+        log.info("state_partly_rebuilt", upstream=upstream, verified=len(files.files))
+
+
+def _still_verified(
+    prefix: str, records: dict[str, Any]
+) -> tuple[dict[str, list[Any]], list[tuple[str, list[Any]]]]:
+    """Records whose file is still the one verified (a regular file of the same size and mtime
+    at images/<its name>/), and records whose file exists but changed. One stat each, no
+    hashing (100k files: ~0.2 s). Missing files are simply not kept."""
     kept: dict[str, list[Any]] = {}
+    changed: list[tuple[str, list[Any]]] = []
     lstat, is_reg = os.lstat, stat.S_ISREG
     for dest, rec in records.items():
-        try:
-            st = lstat(prefix + dest)
-        except (OSError, TypeError, ValueError):
-            continue
-        if (
+        if not (
             type(rec) is list
             and len(rec) == 4
-            and st.st_size == rec[1]
-            and st.st_mtime_ns == rec[2]
-            and is_reg(st.st_mode)
             and dest.startswith("images/")
             and dest[7:18] == f"{rec[0]}/"
             and is_valid_name(rec[0])
         ):
+            continue
+        try:
+            st = lstat(prefix + dest)
+        except (OSError, TypeError, ValueError):
+            continue
+        if st.st_size == rec[1] and st.st_mtime_ns == rec[2] and is_reg(st.st_mode):
             kept[dest] = rec
-    return kept
+        elif is_reg(st.st_mode):
+            changed.append((dest, rec))
+    return kept, changed
+
+
+def quarantine(mirror: Mirror, upstream: str, dest: str) -> Path | None:
+    """Move a damaged tarball out of its published path into .eumirror/damaged/ at once."""
+    source = mirror.root / upstream / dest
+    folder = mirror.work / "damaged" / upstream
+    target = folder / f"{dest.replace('/', '_')}.{time.time_ns()}"
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.rename(source, target)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        # It cannot be moved: delete it rather than serve it.
+        log.warning("damaged_not_moved", upstream=upstream, path=dest, error=str(exc))
+        with contextlib.suppress(OSError):
+            source.unlink()
+        return None
+    log.warning("image_damaged", upstream=upstream, path=dest, moved_to=str(target))
+    return target
 
 
 def _reverify(
-    upstream: str, folder: Path, known: dict[str, list[object]]
-) -> dict[str, list[object]]:
-    found: dict[str, list[object]] = {}
+    upstream: str, folder: Path, known: dict[str, list[Any]], cancelled: threading.Event
+) -> None:
+    """Re-hash files the state does not vouch for, adding those that verify to `known`."""
     for dest, path in scan_unknown(folder, known):
+        if cancelled.is_set():
+            raise Cancelled()
         try:
-            digest = hash_file(path)
+            digest = hash_file(path, cancelled)
         except OSError:
             continue
         if dest.split("/")[1] == digest.name:
-            found[dest] = record_of(path, digest)
+            known[dest] = record_of(path, digest)
+            log.debug("file_reverified", upstream=upstream, path=dest)
         else:
             log.warning("unverified_file", upstream=upstream, path=str(path), name=digest.name)
-    return found
+
+
+def build_inventory(verified: Iterable[tuple[str, dict[str, list[Any]]]]) -> Inventory:
+    """Every verified file of the mirror by name, as root-relative paths."""
+    inventory = Inventory()
+    paths, by_path = inventory.paths, inventory.records
+    with paused_gc():
+        for upstream, records in verified:
+            for dest, rec in records.items():
+                rooted = f"{upstream}/{dest}"
+                by_path[rooted] = rec
+                found = paths.get(rec[0])
+                if found is None:
+                    paths[rec[0]] = [rooted]
+                elif rooted not in found:
+                    found.append(rooted)
+    return inventory
 
 
 def collect_garbage(
@@ -133,22 +223,43 @@ def collect_garbage(
     return deleted
 
 
-def clean_partials(mirror: Mirror, *, keep: set[Path], upstreams: set[str]) -> None:
-    """Drop partial downloads nobody will resume: not planned now, or very old."""
+def clean_partials(mirror: Mirror, upstream: str, *, keep: set[Path]) -> None:
+    """Drop the upstream's partial downloads nobody will resume (not planned now, or very old),
+    and old quarantined files. Each upstream has its own folder, whatever its name."""
     now = time.time()
+    _sweep(mirror.partial_dir(upstream), keep=keep, older_than=0.0, now=now)
+    _sweep(
+        mirror.work / "damaged" / upstream, keep=set(), older_than=STALE_DAMAGED_SECONDS, now=now
+    )
+
+
+def clean_stale_partials(mirror: Mirror) -> None:
+    """Very old partials of upstreams no longer configured (and of the older flat layout)."""
+    now = time.time()
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(mirror.partial):
+            if entry.is_dir(follow_symlinks=False):
+                _sweep(Path(entry.path), keep=set(), older_than=STALE_PARTIAL_SECONDS, now=now)
+            else:
+                _remove_if_old(entry, STALE_PARTIAL_SECONDS, now)
+
+
+def _sweep(folder: Path, *, keep: set[Path], older_than: float, now: float) -> None:
     try:
-        entries = list(os.scandir(mirror.partial))
+        entries = list(os.scandir(folder))
     except OSError:
         return
     for entry in entries:
         path = Path(entry.path)
         if path in keep or path.with_suffix(".part") in keep:
             continue
-        upstream = entry.name.split(".", 1)[0]
-        try:
-            old = now - entry.stat().st_mtime > STALE_PARTIAL_SECONDS
-        except OSError:
-            continue
-        if upstream in upstreams or old:
-            with contextlib.suppress(OSError):
-                path.unlink()
+        _remove_if_old(entry, older_than, now)
+
+
+def _remove_if_old(entry: os.DirEntry[str], older_than: float, now: float) -> None:
+    try:
+        if older_than and now - entry.stat(follow_symlinks=False).st_mtime <= older_than:
+            return
+        os.unlink(entry.path)
+    except OSError:
+        return

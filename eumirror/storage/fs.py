@@ -18,7 +18,7 @@ import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -69,13 +69,51 @@ class FileDigest:
     md5: str
 
 
-def hash_file(path: Path | str) -> FileDigest:
-    """Stream a file through the name hasher in constant memory."""
+class Cancelled(Exception):
+    """Thread work stopped between chunks because its run was cancelled."""
+
+
+class _Flag(Protocol):
+    def is_set(self) -> bool: ...
+
+
+def hash_file(path: Path | str, cancelled: _Flag | None = None) -> FileDigest:
+    """Stream a file through the name hasher in constant memory; checks `cancelled` between
+    chunks so a stop never waits for a whole large file."""
     hasher = NameHasher()
     with open(path, "rb", buffering=0) as f:
         while chunk := f.read(CHUNK):
+            if cancelled is not None and cancelled.is_set():
+                raise Cancelled()
             hasher.update(chunk)
     return FileDigest(hasher.name(), hasher.size, hasher.md5_hex())
+
+
+def make_dirs(path: Path, mode: int = 0o755) -> None:
+    """Create `path` and missing parents with exactly `mode`, whatever the umask (a web server
+    running as another user must be able to read the mirror)."""
+    try:
+        path.mkdir(mode=mode)
+    except FileExistsError:
+        return
+    except FileNotFoundError:
+        make_dirs(path.parent, mode)
+        try:
+            path.mkdir(mode=mode)
+        except FileExistsError:
+            return
+    if _UMASK & mode:
+        os.chmod(path, mode)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()
+"""Read once at import (not thread-safe to read later): modes are only fixed when it strips."""
 
 
 class Mirror:
@@ -87,14 +125,15 @@ class Mirror:
         self.tmp = self.work / "tmp"
         self.partial = self.work / "partial"
         self.state_dir = self.work / "state"
+        self.upstream_copies = self.work / "upstream"
         self.lock_path = self.work / "lock"
 
     # -- set-up -----------------------------------------------------------------------------
     def prepare(self) -> None:
         """Create the root and the private work area with the contract's modes."""
         try:
-            self.root.mkdir(mode=0o755, parents=True, exist_ok=True)
-            for path in (self.work, self.tmp, self.partial, self.state_dir):
+            make_dirs(self.root)
+            for path in (self.work, self.tmp, self.partial, self.state_dir, self.upstream_copies):
                 path.mkdir(mode=0o700, exist_ok=True)
                 if path.is_symlink():
                     raise StorageError(f"{path} is a symlink; refusing to use it")
@@ -111,6 +150,21 @@ class Mirror:
                 hint="replace it with a real folder inside the mirror root",
             )
         return path
+
+    def partial_dir(self, upstream: str) -> Path:
+        """Partial downloads of one upstream: its own folder, so no name can be mistaken for
+        another upstream's (dots are allowed in upstream names)."""
+        return self.partial / upstream
+
+    def prepare_upstream(self, upstream: str) -> None:
+        """`<U>/images/` (0755) and the upstream's partial folder exist; nothing leads outside."""
+        images = self.upstream_dir(upstream) / "images"
+        try:
+            make_dirs(images)
+            self.partial_dir(upstream).mkdir(mode=0o700, exist_ok=True)
+        except OSError as exc:
+            raise storage_error(exc, images, "creating") from None
+        self.check_inside(images)
 
     def check_inside(self, path: Path) -> None:
         real_root = self.root.resolve()
@@ -177,15 +231,17 @@ class Mirror:
         *,
         mode: int = 0o644,
         unless_equal: bool = False,
+        durable: bool = True,
     ) -> bool:
         """Write under .eumirror/tmp, fsync, rename over `dest`, fsync both folders.
 
         `data` may be a stream of chunks, so a large catalog is never held whole in memory. With
         `unless_equal`, a `dest` that already holds these bytes is left alone (returns False).
+        Not `durable`: no fsyncs, for copies whose loss only costs a refetch.
         """
         tmp = self.scratch(dest.name)
         try:
-            dest.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+            make_dirs(dest.parent)
             with open(tmp, "wb", buffering=CHUNK) as f:
                 os.fchmod(f.fileno(), mode)
                 if isinstance(data, bytes | bytearray):
@@ -197,10 +253,12 @@ class Mirror:
                 if unless_equal and dest.exists() and filecmp.cmp(tmp, dest, shallow=False):
                     tmp.unlink()
                     return False
-                os.fsync(f.fileno())
+                if durable:
+                    os.fsync(f.fileno())
             os.rename(tmp, dest)
-            fsync_dir(dest.parent)
-            fsync_dir(self.tmp)
+            if durable:
+                fsync_dir(dest.parent)
+                fsync_dir(self.tmp)
         except OSError as exc:
             with contextlib.suppress(OSError):
                 tmp.unlink()
@@ -211,6 +269,45 @@ class Mirror:
         """Atomically replace `<root>/<U>/catalog`; False when it already holds these bytes."""
         dest = self.upstream_dir(upstream) / "catalog"
         return self.write_atomic(dest, data, unless_equal=True)
+
+    def catalog_stat(self, upstream: str) -> tuple[int, int] | None:
+        """Size and mtime of the published catalog: the state records them to notice a catalog
+        file that was altered or replaced behind eumirror's back."""
+        try:
+            st = os.lstat(self.root / upstream / "catalog")
+        except OSError:
+            return None
+        return st.st_size, st.st_mtime_ns
+
+    def save_upstream_copy(self, upstream: str, body: bytes | bytearray) -> None:
+        """The upstream's catalog as fetched: a 304 can then still be re-planned (a changed
+        configuration, a repair) without fetching it again. Its digest in the state vouches
+        for it, so it needs no fsync."""
+        self.write_atomic(
+            self.upstream_copies / f"{upstream}.catalog", bytes(body), mode=0o600, durable=False
+        )
+
+    def read_upstream_copy(self, upstream: str) -> bytes | None:
+        try:
+            return (self.upstream_copies / f"{upstream}.catalog").read_bytes()
+        except OSError:
+            return None
+
+    def mark_dirty(self, upstream: str) -> None:
+        """Durably say that files are being placed for `upstream`: until the state is saved,
+        the next run re-verifies what the state does not vouch for and plans afresh."""
+        path = self.state_path(upstream, "dirty")
+        if path.exists():
+            return
+        try:
+            path.touch(mode=0o600)
+            fsync_dir(self.state_dir)
+        except OSError as exc:
+            raise storage_error(exc, path, "marking the sync in progress") from None
+
+    def clear_dirty(self, upstream: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.state_path(upstream, "dirty").unlink()
 
     def read_catalog(self, upstream: str) -> bytes | None:
         try:
@@ -226,10 +323,12 @@ class Mirror:
         try:
             try:
                 final.parent.mkdir(mode=0o755)
+                if _UMASK & 0o755:
+                    os.chmod(final.parent, 0o755)
             except FileExistsError:
                 self.check_inside(final.parent)
             except FileNotFoundError:
-                final.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+                make_dirs(final.parent)
                 self.check_inside(final.parent)
         except OSError as exc:
             raise storage_error(exc, final.parent, "creating") from None
@@ -248,7 +347,7 @@ class Mirror:
         final = self.upstream_dir(upstream) / dest
         staged = self.scratch("link")
         try:
-            final.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+            make_dirs(final.parent)
             self.check_inside(final.parent)
             self.check_inside(src.parent)
             os.link(src, staged)

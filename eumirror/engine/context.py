@@ -1,0 +1,76 @@
+"""What the upstream runs of one sync share: the configuration, the mirror, the HTTP seam, the
+transfer slots, the one space budget, progress counters and a cancellation flag for threads.
+
+Nothing here holds an upstream's own state: each `UpstreamRun` owns that. The only thing built
+from every run's state is the inventory of verified names (for hard-linking), assembled once,
+read-only, from what each run hands over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from ..core.config import Config
+from ..core.plan import Inventory, Plan
+from ..core.progress import Progress
+from ..net.fetch import Fetcher
+from ..storage.fs import Mirror
+from .budget import SpaceBudget
+
+T = TypeVar("T")
+
+
+@dataclass
+class RunContext:
+    config: Config
+    mirror: Mirror
+    fetcher: Fetcher
+    budget: SpaceBudget
+    progress: Progress = field(default_factory=Progress)
+    dry_run: bool = False
+    allow_shrink: bool = False
+    show_plan: Callable[[Plan], None] | None = None
+    clock: Callable[[], float] = time.time
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    """Set when the run is cancelled: long thread work checks it between chunks."""
+
+    def __post_init__(self) -> None:
+        self.transfers = asyncio.Semaphore(self.config.concurrency)
+        """Simultaneous downloads, all upstreams together."""
+        self.preparing = asyncio.Semaphore(self.config.concurrency * 4)
+        """Downloads being opened or sealed around the transfers."""
+        self._inventory: asyncio.Future[Inventory] | None = None
+        self._sources: list[Callable[[], Awaitable[tuple[str, dict[str, list[Any]]] | None]]] = []
+
+    def offer_verified(
+        self, source: Callable[[], Awaitable[tuple[str, dict[str, list[Any]]] | None]]
+    ) -> None:
+        """An upstream run registers how to get its verified files (None if it has none)."""
+        self._sources.append(source)
+
+    async def inventory(self) -> Inventory:
+        """Every verified file of the mirror by name, built once, when a plan first needs it."""
+        if self._inventory is None:
+            self._inventory = asyncio.ensure_future(self._build_inventory())
+        return await asyncio.shield(self._inventory)
+
+    async def _build_inventory(self) -> Inventory:
+        from .inventory import build_inventory
+
+        offered = await asyncio.gather(*(source() for source in self._sources))
+        verified = [item for item in offered if item is not None]
+        return await self.in_thread(build_inventory, verified)
+
+    async def in_thread(self, func: Callable[..., T], /, *args: Any) -> T:
+        """Run blocking work off the event loop; a cancellation also raises the flag that
+        long thread work checks, so a stop never waits for a whole re-hash."""
+        try:
+            return await asyncio.to_thread(func, *args)
+        except asyncio.CancelledError:
+            self.cancelled.set()
+            raise

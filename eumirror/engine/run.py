@@ -1,0 +1,584 @@
+"""One upstream's sync: make what is published what the upstream catalog and the configuration
+call for.
+
+An `UpstreamRun` owns everything of its upstream for the run: the state it loaded, the plan, the
+partial files, the errors and the report. It starts every task it needs inside its own task group
+and returns only when they are done. Blocking work (state, checks, parse, plan, build, publish)
+runs in threads that are handed what they need and hand back results.
+
+The order is the promise: tarballs are verified and renamed into name-addressed paths first, then
+the catalog that points at them is published atomically, then the state is saved, and only in the
+second phase (`finish`, once every upstream has published) is anything deleted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from ..core.catalog import iter_catalog, parse_catalog
+from ..core.config import Upstream
+from ..core.errors import (
+    CatalogError,
+    EumirrorError,
+    FetchError,
+    ImageError,
+    StorageError,
+    VerifyError,
+)
+from ..core.plan import (
+    Action,
+    Plan,
+    Step,
+    build_catalog,
+    make_plan,
+    needs_previous_entries,
+    shrink_refusal,
+)
+from ..core.policy import redact
+from ..core.reconcile import Published, catalog_matches, published_fingerprint, rebuild_reason
+from ..log import log
+from ..net.fetch import CatalogFetch, Validators
+from ..storage.fs import FileDigest, Files, record_of, storage_error, syncfs
+from .context import RunContext
+from .download import PartialFile
+from .gcpause import paused_gc
+from .inventory import Loaded, clean_partials, collect_garbage, load_files
+from .report import UpstreamReport, add_totals
+
+MANY = 3
+"""Failures of one kind (no space, ...) at least this many are summed up in one line."""
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A verified download, waiting in the partial folder for the batch flush and its rename."""
+
+    step: Step
+    partial: PartialFile
+    digest: FileDigest
+    final: Path
+
+
+class UpstreamRun:
+    def __init__(self, ctx: RunContext, upstream: Upstream) -> None:
+        self.ctx = ctx
+        self.up = upstream
+        self.name = upstream.name
+        self.mirror = ctx.mirror
+        self.report = UpstreamReport(upstream.name, started=ctx.clock())
+        self.bound = log.bind(upstream=upstream.name)
+        self.meta: dict[str, Any] = {}
+        self.loaded: Loaded | None = None
+        self._loading: asyncio.Future[Loaded] | None = None
+        self.referenced: frozenset[str] | None = None
+        """Dests the live catalog points to, once this run knows them."""
+        self.errors: dict[str, str] = {}
+        """dest -> why that image failed in this run."""
+        self.kinds: Counter[str] = Counter()
+        """Kinds of failure that may hit many images (no space): counted for one summary."""
+        self.active_partials: set[Path] = set()
+        self.kept_partials: frozenset[str] = frozenset()
+        self.state_changed = False
+        ctx.offer_verified(self._verified_for_inventory)
+
+    @property
+    def files(self) -> Files:
+        assert self.loaded is not None
+        return self.loaded.files
+
+    # -- phase 1: converge and publish ------------------------------------------------------
+    async def sync(self) -> None:
+        """Any failure fails this upstream alone, with one line (the traceback at debug)."""
+        try:
+            await self._sync()
+        except EumirrorError as exc:
+            self._fail(exc.line())
+        except Exception as exc:
+            self._crashed(exc)
+        finally:
+            self.report.ended = self.ctx.clock()
+
+    def _crashed(self, exc: Exception) -> None:
+        while isinstance(exc, ExceptionGroup) and exc.exceptions:
+            first = exc.exceptions[0]
+            if not isinstance(first, Exception):
+                break
+            exc = first
+        if isinstance(exc, EumirrorError):
+            self._fail(exc.line())
+            return
+        self.bound.debug("upstream_crashed", exc_info=exc)
+        self._fail(f"unexpected {type(exc).__name__}: {_short(exc)}; see the debug log")
+
+    def _fail(self, line: str) -> None:
+        self.report.result = "failure"
+        self.report.error = line
+
+    async def _sync(self) -> None:
+        ctx, mirror = self.ctx, self.mirror
+        mirror.upstream_dir(self.name)  # refuses a symlinked <root>/<U> before any request
+        self._loading = asyncio.ensure_future(ctx.in_thread(self._load, ctx.dry_run, ctx.cancelled))
+        meta = await ctx.in_thread(mirror.load_state, self.name, "meta")
+        self.meta = meta or {}
+        known = Validators()
+        if not ctx.dry_run and self.meta.get("upstream_sha"):
+            known = Validators(self.meta.get("etag"), self.meta.get("last_modified"))
+        fetched = await ctx.fetcher.fetch_catalog(self.up.source, known)
+        loaded = self.loaded = await self._loading
+        published = self._published_now(loaded)
+        fingerprint = self._fingerprint()
+        changed = fetched.body is not None and (
+            await ctx.in_thread(_sha256, fetched.body) != self.meta.get("upstream_sha")
+        )
+        reason = rebuild_reason(published, fingerprint=fingerprint, upstream_changed=changed)
+        self.report.damaged = len(loaded.damaged)
+        if not reason:
+            self._unchanged()
+            return
+        body = fetched.body
+        if body is None:
+            body = await ctx.in_thread(self._upstream_copy)
+            if body is None:  # the copy is gone or altered: fetch the catalog whole
+                fetched = await ctx.fetcher.fetch_catalog(self.up.source, Validators())
+                body = fetched.body
+        assert body is not None
+        self.report.reason = reason
+        self.bound.info("rebuilding", reason=reason)
+        await self._rebuild(body, fetched, fingerprint, fresh=fetched.body is not None)
+
+    def _load(self, dry_run: bool, cancelled: Any) -> Loaded:
+        return load_files(self.mirror, self.name, cancelled, write=not dry_run)
+
+    async def _verified_for_inventory(self) -> tuple[str, dict[str, list[Any]]] | None:
+        if self._loading is None:
+            return None
+        try:
+            loaded = await asyncio.shield(self._loading)
+        except Exception:
+            return None
+        return self.name, loaded.files.files
+
+    def _published_now(self, loaded: Loaded) -> Published:
+        files = loaded.files
+        stat = self.mirror.catalog_stat(self.name)  # one lstat: cheap enough on the loop
+        return Published(
+            has_catalog=catalog_matches(self.meta, *(stat if stat else (None, None))),
+            state_lost=not files.trusted,
+            complete=bool(self.meta.get("complete")),
+            fingerprint=str(self.meta.get("config_fp", "")),
+            dirty=loaded.dirty,
+            missing=loaded.missing,
+        )
+
+    def _fingerprint(self) -> str:
+        return published_fingerprint(public_base=self._public_base())
+
+    def _public_base(self) -> str:
+        public = self.ctx.config.public_url
+        return f"{public}{self.name}/" if public else ""
+
+    def _unchanged(self) -> None:
+        report = self.report
+        report.result, report.unchanged = "success", True
+        report.images = int(self.meta.get("images", 0))
+        report.reused = report.images
+        assert self.loaded is not None
+        self.referenced = self.loaded.referenced
+        self.bound.info("catalog_unchanged", url=redact(self.up.source.url))
+
+    def _upstream_copy(self) -> bytes | None:
+        body = self.mirror.read_upstream_copy(self.name)
+        if body is None or _sha256(body) != self.meta.get("upstream_sha"):
+            return None
+        return body
+
+    async def _rebuild(
+        self, body: bytes | bytearray, fetched: CatalogFetch, fingerprint: str, *, fresh: bool
+    ) -> None:
+        ctx, report = self.ctx, self.report
+        inventory = await ctx.inventory()
+        plan = await ctx.in_thread(self._plan, body, inventory)
+        report.dropped = len(plan.dropped)
+        refusal = "" if ctx.allow_shrink else shrink_refusal(plan, ctx.config.limits.max_shrink)
+        if ctx.dry_run:
+            if ctx.show_plan:
+                ctx.show_plan(plan)
+            report.result = "failure" if refusal else "success"
+            report.error = refusal
+            return
+        if refusal:
+            raise CatalogError(
+                f"refused to publish: {refusal}",
+                hint="check the upstream; if the shrink is meant, run "
+                "`eumirror sync --once --allow-shrink`",
+            )
+        await ctx.in_thread(self.mirror.mark_dirty, self.name)
+        missing_before = {
+            dest
+            for _, dest in self.files.published.values()
+            if dest and dest not in self.files.files
+        }
+        ready = await self._materialise(plan)
+        report.repaired = len(missing_before & ready)
+        changed, outcome = await ctx.in_thread(self._publish, plan, ready, body if fresh else None)
+        files = self.files
+        files.published = outcome.published
+        self.referenced = outcome.referenced
+        report.published = changed
+        report.images = len(outcome.images)
+        self._record_failures(outcome.failed, outcome.kept)
+        report.result = "partial" if outcome.failed else "success"
+        self.meta.update(
+            {
+                "etag": fetched.etag if fresh else self.meta.get("etag"),
+                "last_modified": fetched.last_modified if fresh else self.meta.get("last_modified"),
+                "upstream_sha": _sha256(body),
+                "config_fp": fingerprint,
+                "complete": not outcome.failed,
+                "images": report.images,
+                "catalog_stat": list(self.mirror.catalog_stat(self.name) or ()),
+            }
+        )
+        await ctx.in_thread(self._save_state)
+
+    def _plan(self, body: bytes | bytearray, inventory: Any) -> Plan:
+        with paused_gc():
+            catalog = parse_catalog(body, max_bytes=self.ctx.config.limits.catalog_max_bytes)
+            self.bound.debug("catalog_parsed", images=len(catalog.images), bad=len(catalog.bad))
+            previous = {src: pair[0] for src, pair in self.files.published.items()}
+            plan = make_plan(
+                upstream=self.name,
+                source=self.up.source,
+                catalog=catalog,
+                previous=previous,
+                inventory=inventory,
+            )
+        self.bound.debug("planned", steps=len(plan.steps), drop=len(plan.dropped))
+        return plan
+
+    def _publish(
+        self, plan: Plan, ready: set[str], fresh_body: bytes | bytearray | None
+    ) -> tuple[bool, Any]:
+        """Build the catalog from what is verified now and publish it (in a thread)."""
+        files = self.files
+        entries: dict[str, Any] = {}
+        if needs_previous_entries(plan, ready):
+            entries = self._previous_entries()
+        with paused_gc():
+            outcome = build_catalog(
+                plan,
+                verified=ready,
+                public_base=self._public_base(),
+                previous_entries=entries,
+                url_to_dest={url: dest for url, dest in files.published.values()},
+                kept_files=files.files.keys(),
+            )
+            if fresh_body is not None:
+                self.mirror.save_upstream_copy(self.name, fresh_body)
+            changed = self.mirror.publish_catalog(self.name, iter_catalog(plan.top, outcome.images))
+        return changed, outcome
+
+    def _save_state(self) -> None:
+        """Files first, then meta, then the dirty marker goes: a crash in between leaves the
+        marker, and the next run plans afresh instead of trusting a half-saved state."""
+        self.mirror.save_state(self.name, "files", self.files.to_doc())
+        self.mirror.save_state(self.name, "meta", self.meta)
+        self.mirror.clear_dirty(self.name)
+        self.state_changed = False
+
+    def _previous_entries(self) -> dict[str, Any]:
+        body = self.mirror.read_catalog(self.name)
+        if body is None:
+            return {}
+        try:
+            old = parse_catalog(body)
+        except CatalogError:
+            return {}
+        return {img.url: img.fields for img in old.images}
+
+    def _record_failures(self, failed: Iterable[Step], kept: frozenset[int]) -> None:
+        lines = self.report.failures
+        many = {kind for kind, count in self.kinds.items() if count >= MANY}
+        summed: Counter[str] = Counter()
+        for step in failed:
+            reason = self.errors.get(step.dest, step.reason)
+            kind = _kind(reason)
+            if kind in many:
+                summed[kind] += 1
+                continue
+            lines.append(_failure_line(self.name, step, reason, step.index in kept))
+        for kind, count in summed.items():
+            lines.append(
+                f"{self.name}: {count} images failed: {kind}; each kept its previous entry or "
+                "was left out until a sync gets it right"
+            )
+
+    # -- downloads and links ----------------------------------------------------------------
+    async def _materialise(self, plan: Plan) -> set[str]:
+        """Bring every planned file into place; returns the dests that are verified now."""
+        ctx, files, report = self.ctx, self.files, self.report
+        ready = {s.dest for s in plan.steps if s.action is Action.REUSE}
+        report.reused = len([s for s in plan.steps if s.action is Action.REUSE])
+        downloads = plan.downloads()
+        links = [s for s in plan.steps if s.action is Action.LINK]
+        if downloads or links:
+            self.kept_partials = await ctx.in_thread(self._prepare)
+        ctx.progress.files_total += len(downloads)
+        fetched: list[Fetched] = []
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(self._download(step)) for step in downloads.values()]
+        fetched = [r for t in tasks if (r := t.result()) is not None]
+        if fetched:
+            ready |= await ctx.in_thread(self._place, fetched)
+        inventory = await ctx.inventory() if links else None
+        for step in links:
+            mine = step.link_from.startswith(f"{self.name}/")
+            record = (
+                files.files.get(step.link_from.partition("/")[2])
+                if mine
+                else inventory.records.get(step.link_from)
+                if inventory
+                else None
+            )
+            ok = await ctx.in_thread(self._link, step, record)
+            if ok:
+                ready.add(step.dest)
+                report.linked += 1
+        if fetched or links:
+            # One flush makes every new folder entry durable (a fsync per folder costs ~1 ms
+            # each); the data itself was flushed before the renames.
+            try:
+                await ctx.in_thread(syncfs, self.mirror.root)
+            except OSError as exc:
+                raise storage_error(exc, self.mirror.root, "flushing new files") from None
+        return ready
+
+    def _prepare(self) -> frozenset[str]:
+        """The upstream's folders exist (0755), lead nowhere outside the root; its partials."""
+        self.mirror.prepare_upstream(self.name)
+        try:
+            return frozenset(os.listdir(self.mirror.partial_dir(self.name)))
+        except OSError:
+            return frozenset()
+
+    def _link(self, step: Step, record: list[Any] | None) -> bool:
+        """Hard-link a verified copy (this upstream's or another's): no request, no re-hash;
+        the copy's state record vouches for it."""
+        if record is None:
+            self.errors[step.dest] = f"its copy {step.link_from} did not verify"
+            return False
+        try:
+            path = self.mirror.link(step.link_from, self.name, step.dest)
+        except StorageError as exc:
+            self.errors[step.dest] = exc.line()
+            self.bound.warning("link_failed", image=step.name, error=exc.line())
+            return False
+        self.files.files[step.dest] = [record[0], record[1], os.lstat(path).st_mtime_ns, record[3]]
+        return True
+
+    def _place(self, fetched: list[Fetched]) -> set[str]:
+        """One flush for all verified downloads, then the renames into their published paths.
+
+        Batching durability (one syncfs instead of an fsync per file) is what makes many small
+        tarballs cheap; the data is durable before any rename makes it visible.
+        """
+        try:
+            syncfs(self.mirror.partial)
+        except OSError as exc:
+            error = storage_error(exc, self.mirror.partial, "flushing downloads")
+            for item in fetched:
+                item.partial.discard()
+                self._image_failed(item.step, error)
+            return set()
+        placed: set[str] = set()
+        for item in fetched:
+            step = item.step
+            try:
+                self.mirror.place(item.partial.path, item.final)
+            except StorageError as exc:
+                item.partial.discard()
+                self._image_failed(step, exc)
+                continue
+            item.partial.forget_meta()
+            self.files.files[step.dest] = record_of(item.final, item.digest)
+            self.report.downloaded += 1
+            placed.add(step.dest)
+        return placed
+
+    async def _download(self, step: Step) -> Fetched | None:
+        """Fetch and verify one tarball into the partial folder; None when it failed."""
+        ctx, report = self.ctx, self.report
+        key = hashlib.sha1(step.source_url.encode(), usedforsecurity=False).hexdigest()[:16]
+        path = self.mirror.partial_dir(self.name) / f"{step.name}.{key}.part"
+        self.active_partials.add(path)
+        partial = PartialFile(
+            path,
+            ctx.budget,
+            exists=path.name in self.kept_partials,
+            max_bytes=ctx.config.limits.max_image_bytes,
+            on_length=ctx.progress.plan_bytes,
+        )
+        # A kept partial is reopened (its prefix re-hashed) ahead, outside the transfer slots;
+        # a new one is created by its first write, in a worker: the slots only wait on the network.
+        async with ctx.preparing:
+            try:
+                if self.up.source.is_file:
+                    self._check_file_image(step.source_url)
+                known = await partial.open()
+                resumed = partial.offset
+                began = time.monotonic()
+                if not (resumed and partial.current_name() == step.name):
+                    async with ctx.transfers:
+                        began = time.monotonic()
+                        await ctx.fetcher.download(step.source_url, partial, known)
+                    await partial.drain()
+                final = self.mirror.upstream_dir(self.name) / step.dest
+                digest, _ = await partial.seal(
+                    step.name, lambda: self.mirror.prepare_dest(self.name, step.dest)
+                )
+            except VerifyError as exc:
+                partial.discard()
+                report.verify_failures += 1
+                self._image_failed(step, exc)
+                return None
+            except FetchError as exc:
+                await partial.keep_for_resume()
+                self._image_failed(step, exc)
+                return None
+            except EumirrorError as exc:
+                partial.discard()
+                self._image_failed(step, exc)
+                return None
+            except OSError as exc:
+                partial.discard()
+                self._image_failed(step, storage_error(exc, path, "downloading into"))
+                return None
+            except BaseException:
+                partial.close_when_idle()
+                raise
+        report.downloaded_bytes += digest.size - resumed
+        ctx.progress.files_done += 1
+        self.bound.debug(  # one line per tarball would flood the journal on a first sync
+            "image_downloaded",
+            image=step.name,
+            url=redact(step.source_url),
+            bytes=digest.size,
+            resumed_from=resumed or None,
+            duration=round(time.monotonic() - began, 3),
+            result="verified",
+        )
+        return Fetched(step, partial, digest, final)
+
+    def _check_file_image(self, url: str) -> None:
+        """A file catalog's image must really be inside its folder (symlinks included)."""
+        folder = os.path.realpath(self.up.source.folder())
+        real = os.path.realpath(unquote(urlsplit(url).path))
+        if os.path.commonpath([folder, real]) != folder:
+            raise ImageError(f"{url} resolves outside the catalog's folder {folder}")
+
+    def _image_failed(self, step: Step, exc: EumirrorError) -> None:
+        self.ctx.progress.files_done += 1
+        line = exc.line()
+        self.errors[step.dest] = line
+        self.kinds[_kind(line)] += 1
+        self.bound.warning(
+            "image_failed",
+            image=step.name,
+            url=redact(step.source_url),
+            error=line,
+            result="failure",
+        )
+
+    # -- phase 2: after every upstream has published ----------------------------------------
+    async def finish(self) -> None:
+        """Delete what nothing references any more, drop stale partials, record the run."""
+        try:
+            await self.ctx.in_thread(self._finish)
+        except EumirrorError as exc:
+            self.bound.error("state_not_saved", error=exc.line())
+        except Exception as exc:
+            self.bound.debug("finish_crashed", exc_info=True)
+            self.bound.error("state_not_saved", error=f"{type(exc).__name__}: {_short(exc)}")
+        self.log_report()
+
+    def _finish(self) -> None:
+        report, mirror = self.report, self.mirror
+        if self.loaded is not None and report.catalog_ok and self.referenced is not None:
+            files = self.files
+            before = len(files.files), len(files.removed)
+            report.deleted = collect_garbage(
+                mirror,
+                self.name,
+                files,
+                self.referenced,
+                now=self.ctx.clock(),
+                keep_removed=self.ctx.config.keep_removed,
+            )
+            if (len(files.files), len(files.removed)) != before or self.loaded.rebuilt:
+                mirror.save_state(self.name, "files", files.to_doc())
+            clean_partials(mirror, self.name, keep=self.active_partials)
+        meta = mirror.load_state(self.name, "meta") or {}
+        if meta.get("damaged") and self.loaded is not None:
+            # what verify found damaged, until a sync has it verified again or no longer serves it
+            still = self.referenced or frozenset()
+            meta["damaged"] = [
+                d for d in meta["damaged"] if d in still and d not in self.files.files
+            ]
+        meta["last_run"] = report.to_doc()
+        meta["totals"] = add_totals(meta.get("totals"), report)
+        if report.catalog_ok:
+            meta["last_success"] = report.ended
+        mirror.save_state(self.name, "meta", meta)
+
+    def log_report(self) -> None:
+        report = self.report
+        event = self.bound.info if report.result == "success" else self.bound.warning
+        event(
+            "upstream_done",
+            result=report.result,
+            images=report.images,
+            reused=report.reused,
+            linked=report.linked,
+            downloaded=report.downloaded,
+            dropped=report.dropped,
+            damaged=report.damaged or None,
+            repaired=report.repaired or None,
+            bytes=report.downloaded_bytes,
+            duration=round(report.ended - report.started, 3),
+            reason=report.reason or None,
+            error=report.error or None,
+        )
+
+
+def _sha256(body: bytes | bytearray) -> str:
+    return hashlib.sha256(body).hexdigest()
+
+
+def _kind(reason: str) -> str:
+    """The part of a failure that many images share (no space, a read-only disk), if any."""
+    for marker in ("no space left on the device", "not enough space", "read-only filesystem"):
+        if marker in reason:
+            return marker
+    return reason
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return text[:200]
+
+
+def _failure_line(upstream: str, step: Step, reason: str, kept: bool) -> str:
+    what = f"image #{step.index}" + (f" {step.name}" if step.name else "")
+    where = f" ({redact(step.source_url)})" if step.source_url else ""
+    fate = "kept its previous entry" if kept else "left out of the catalog"
+    fate += " until a sync gets it right"
+    return f"{upstream}: {what}{where}: {reason}; {fate}"
