@@ -55,6 +55,7 @@ def measure(
     stdout: Path | None = None,
     stderr: Path | None = None,
     timeout: float = 3600.0,
+    env: dict[str, str] | None = None,
 ) -> Sample:
     """Run `argv` to completion (killed after `timeout` s): wall time, peak RSS, exit code."""
     use_time = os.access(GNU_TIME, os.X_OK)
@@ -74,6 +75,7 @@ def measure(
             stdout=out,
             stderr=err,
             start_new_session=True,
+            env={**os.environ, **env} if env else None,
         )
         timer = threading.Timer(timeout, _kill_group, (proc.pid,))
         timer.start()

@@ -26,6 +26,7 @@ from ..core.errors import ImageError, StorageError, VerifyError
 from ..core.names import CHUNK, NameHasher
 from ..net.fetch import Validators
 from ..storage.fs import FileDigest, start_writeback, storage_error
+from ..tuning import PER_FILE_FLUSH
 from .budget import SpaceBudget
 from .directio import DiskWriter
 from .workers import in_worker
@@ -303,7 +304,9 @@ class PartialFile:
         with self._storing_lock:
             if self._closed:
                 raise StorageError(f"{self.path}: closed while it was being verified")
-            if digest.size > self._flushed:
+            if PER_FILE_FLUSH:
+                os.fdatasync(self._fd)
+            elif digest.size > self._flushed:
                 start_writeback(self._fd, self._flushed, digest.size - self._flushed)
         self.close()
         return digest

@@ -7,7 +7,10 @@ import gc
 import threading
 from collections.abc import Iterator
 
+from ..tuning import enabled
+
 _gc_pauses = 0
+_FREEZE = enabled("gc-freeze")
 _gc_lock = threading.Lock()
 
 
@@ -36,7 +39,8 @@ def paused_gc() -> Iterator[None]:
                 if _gc_pauses == 0:
                     # What was built is long-lived: move it out of the collector's sight, or
                     # the next full collection walks a million objects at once.
-                    gc.freeze()
+                    if _FREEZE:
+                        gc.freeze()
                     gc.enable()
 
 

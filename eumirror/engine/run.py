@@ -48,6 +48,7 @@ from ..core.reconcile import Published, catalog_matches, published_fingerprint, 
 from ..log import log
 from ..net.fetch import CatalogFetch, Validators
 from ..storage.fs import FileDigest, Files, record_of, storage_error, syncfs
+from ..tuning import PER_FILE_FLUSH
 from .context import RunContext
 from .download import PartialFile
 from .gcpause import paused_gc
@@ -392,7 +393,8 @@ class UpstreamRun:
         tarballs cheap; the data is durable before any rename makes it visible.
         """
         try:
-            syncfs(self.mirror.partial)
+            if not PER_FILE_FLUSH:  # else each was flushed by its verifying job
+                syncfs(self.mirror.partial)
         except OSError as exc:
             error = storage_error(exc, self.mirror.partial, "flushing downloads")
             for item in fetched:

@@ -19,17 +19,22 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from ..tuning import enabled
+
 T = TypeVar("T")
 
 _jobs: queue.SimpleQueue[tuple[asyncio.Future[Any], Callable[[], Any]] | None] = queue.SimpleQueue()
 _threads: list[threading.Thread] = []
 _lock = threading.Lock()
+_POOL = enabled("worker-pool")
 SIZE = min(32, (os.cpu_count() or 1) + 4)
 """As many as asyncio's default executor has."""
 
 
 async def in_worker(func: Callable[..., T], /, *args: Any) -> T:
     """Run func(*args) in a worker thread (in this context, like asyncio.to_thread)."""
+    if not _POOL:
+        return await asyncio.to_thread(func, *args)
     _start()
     future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
     context = contextvars.copy_context()

@@ -32,6 +32,7 @@ from ..core.errors import CatalogError, FetchError
 from ..core.names import CHUNK
 from ..core.policy import HTTP_SCHEMES, Source, is_public_address, redact
 from ..log import log
+from ..tuning import enabled
 
 MAX_REDIRECTS = 5
 MAX_RETRY_AFTER = 120.0
@@ -131,6 +132,8 @@ def _larger_socket_reads() -> None:
     """asyncio reads a socket 256 KiB at a time; 1 MiB reads cut the per-read cost on the one
     thread that moves every byte (measured: 2 GiB of big tarballs 12 % faster). A class
     attribute of CPython's selector transport; left alone where it does not exist."""
+    if not enabled("big-reads"):
+        return
     transport = getattr(asyncio.selector_events, "_SelectorSocketTransport", None)
     if transport is not None and getattr(transport, "max_size", CHUNK) < CHUNK:
         transport.max_size = CHUNK

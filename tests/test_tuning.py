@@ -1,0 +1,83 @@
+"""The speed measures' mechanisms do what they claim (their gains are measured by bench/ab.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import asyncio.selector_events
+import gc
+import importlib
+import os
+import subprocess
+import sys
+
+from eumirror.core.names import CHUNK
+from eumirror.engine.gcpause import paused_gc, release_frozen
+
+
+def test_objects_built_while_the_gc_is_paused_are_frozen_then_released() -> None:
+    """What a paused phase builds is moved out of the collector's sight, and the daemon's
+    release between runs hands it back."""
+    release_frozen()
+    assert gc.get_freeze_count() == 0
+    with paused_gc():
+        assert not gc.isenabled()
+        built = [[i] for i in range(1000)]
+    assert gc.isenabled()
+    assert gc.get_freeze_count() >= len(built)
+    release_frozen()
+    assert gc.get_freeze_count() == 0
+
+
+def test_socket_reads_are_one_mib_once_a_fetcher_starts() -> None:
+    """The fetcher raises asyncio's per-read size to the hashing chunk (1 MiB); the benchmark
+    switch leaves asyncio's default alone."""
+    code = (
+        "import asyncio, asyncio.selector_events as s;"
+        "from eumirror.net.fetch import _larger_socket_reads;"
+        "_larger_socket_reads(); print(s._SelectorSocketTransport.max_size)"
+    )
+    on = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    off = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "EUMIRROR_BENCH_DISABLE": "big-reads"},
+    )
+    assert int(on.stdout) == CHUNK
+    assert int(off.stdout) == 256 * 1024
+
+
+def test_the_benchmark_switch_turns_the_worker_pool_into_to_thread() -> None:
+    """With the pool off, jobs run through asyncio.to_thread (the A/B baseline)."""
+    code = (
+        "import asyncio, threading;"
+        "from eumirror.engine.workers import in_worker;"
+        "print(asyncio.run(in_worker(lambda: threading.current_thread().name)))"
+    )
+    on = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    off = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "EUMIRROR_BENCH_DISABLE": "worker-pool"},
+    )
+    assert on.stdout.startswith("eumirror-worker-")
+    assert off.stdout.startswith("asyncio_")
+
+
+def test_tuning_switches_are_read_from_the_environment(monkeypatch: object) -> None:
+    """Unset, every measure is on."""
+    import eumirror.tuning as tuning
+
+    saved = os.environ.pop("EUMIRROR_BENCH_DISABLE", None)
+    try:
+        importlib.reload(tuning)
+        assert tuning.enabled("gc-freeze") and tuning.enabled("worker-pool")
+        assert not tuning.PER_FILE_FLUSH
+    finally:
+        if saved is not None:
+            os.environ["EUMIRROR_BENCH_DISABLE"] = saved
+        importlib.reload(tuning)
+    assert asyncio.selector_events is not None
