@@ -1,9 +1,10 @@
 """The daemon's status surface end to end: a running sync's progress in /status, in `eumirror
 status` and in the log; state written by another process noticed; a wildcard listen logged as a
-url that works; GET / as HTML."""
+url that works; GET / rendered by a real headless Chromium at a phone's 375 px width."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -12,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from browser import ARTIFACTS, PHONE_WIDTH, chromium, render_in_chromium
 from conftest import Mirror, Upstream, run_cli, tarball, write_config
 from faultserver import Fault, ThreadedFaultServer
 from test_daemon import WAIT, Daemon
@@ -142,4 +144,49 @@ def test_wildcard_listen_logs_a_url_that_works(
         assert "default-src 'none'" in resp.headers["Content-Security-Policy"]
         page = resp.read().decode()
     assert "<h2>up " in page and "1 published" in page
+    assert daemon.stop() == 0
+
+
+LONG = "very-long-image-file-name-" * 8 + ".tgz"
+
+
+def test_page_renders_in_chromium_at_phone_width(
+    upstream: Upstream,
+    server: ThreadedFaultServer,
+    mirror: Mirror,
+    tmp_path: Path,
+    start: Callable[[Path], Daemon],
+) -> None:
+    """A real Chromium at 375 px shows one section per upstream with its state, freshness,
+    images and its failed image by name, and needs no horizontal scroll."""
+    upstream.add("a/one.tgz", tarball(1))
+    upstream.add(f"b/{LONG}", tarball(2))
+    upstream.write()
+    server.set_fault(f"/b/{LONG}", Fault(status=404))
+    config = write_config(
+        mirror.config,
+        root=mirror.root,
+        upstreams={"up": f"{server.url}/catalog", "down": f"{server.url}/gone/catalog"},
+        extra='[schedule]\ninterval = "1h"\n[status]\nlisten = "127.0.0.1:0"\n',
+    )
+    server.set_fault("/gone/catalog", Fault(status=500))
+    daemon = start(config)
+    daemon.idle_after(1)
+    host, _, port = daemon.listen.rpartition(":")
+    shot = ARTIFACTS / "status-page-375px.png"
+
+    with chromium(tmp_path) as devtools:
+        facts, png = asyncio.run(render_in_chromium(devtools, f"http://{host}:{port}/"))
+    shot.parent.mkdir(parents=True, exist_ok=True)
+    shot.write_bytes(png)
+    print(f"screenshot: {shot}")
+    assert facts["innerWidth"] == PHONE_WIDTH
+    assert facts["scrollWidth"] <= PHONE_WIDTH, facts
+    assert facts["title"] == "eumirror: unhealthy"
+    up, down = (s for s in facts["sections"] if s.startswith(("up", "down")))
+    assert up.startswith("up") and "partial" in up and "1 failed image" in up
+    assert "1 published" in up and "last success" in up and LONG in up.replace("\n", "")
+    assert down.startswith("down") and "failed" in down and "500" in down
+    assert "no successful sync yet" in down
+    assert shot.stat().st_size > 1000
     assert daemon.stop() == 0

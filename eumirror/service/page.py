@@ -12,7 +12,7 @@ from html import escape
 from typing import Any
 
 from ..commands.progress import human_bytes, human_duration, render
-from .status import epoch
+from .status import epoch, iso
 
 MAX_FAILURES = 50
 """Failed images listed per upstream; the rest are counted."""
@@ -58,8 +58,8 @@ def render_page(doc: Mapping[str, Any]) -> str:
         f'<p class="meta">root {e(doc.get("root", ""))} · version {e(doc.get("version", ""))}',
     ]
     if doc.get("next_run"):
-        parts.append(f" · next sync {e(doc['next_run'])}")
-    parts.append(f" · as of {e(doc.get('generated') or '')}</p></header>")
+        parts.append(f" · next sync {e(short(doc['next_run']))}")
+    parts.append(f" · as of {e(short(doc.get('generated')))}</p></header>")
     parts.append(progress_block(doc))
     for name, info in (doc.get("upstreams") or {}).items():
         parts.append(upstream_block(str(name), info, now, running=bool(doc.get("in_progress"))))
@@ -86,7 +86,7 @@ def upstream_block(name: str, info: Mapping[str, Any], now: float | None, *, run
     rows = [("Catalog", e(info.get("catalog", ""))), ("Freshness", freshness(info, now))]
     if run:
         took = run.get("duration_seconds")
-        ended = e(run.get("ended") or run.get("started") or "")
+        ended = e(short(run.get("ended") or run.get("started")))
         rows.append(("Last run", ended + (f" ({e(human_duration(took))})" if took else "")))
         rows.append(("Result", e(run.get("result", ""))))
     else:
@@ -111,7 +111,7 @@ def freshness(info: Mapping[str, Any], now: float | None) -> str:
     if when is None:
         return "no successful sync yet"
     age = f" ({human_duration(max(now - when, 0.0))} ago)" if now is not None else ""
-    return f"last success {e(last)}{e(age)}"
+    return f"last success {e(short(last))}{e(age)}"
 
 
 def images(info: Mapping[str, Any], run: Mapping[str, Any]) -> str:
@@ -134,6 +134,11 @@ def failures(lines: list[Any]) -> str:
         f"<details open><summary>{count} failed image{'s' if count != 1 else ''}</summary>"
         f"<ul>{shown}{more}</ul></details>"
     )
+
+
+def short(value: Any) -> str:
+    """A time as `2026-11-28T08:30:00Z` (seconds are enough on a page)."""
+    return iso(epoch(value), precise=False) or ""
 
 
 def e(value: Any) -> str:
