@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from eumirror.commands.report import daemon_urls, table
 from eumirror.core.config import Schedule, parse_config
+from eumirror.core.errors import ConfigError
 from eumirror.service.metrics import registry_for, write_textfile
 from eumirror.service.status import StateCache, health, iso, schedule_period, status_document
 from eumirror.storage.fs import Mirror
@@ -371,3 +372,18 @@ def test_status_table_lists_each_upstream_in_utc() -> None:
     assert lines[1].split()[:4] == ["up", "partial", "2027-01-15T08:00:00Z", "partial"]
     assert lines[1].endswith("2027-01-15T07:00:00Z")
     assert lines[2].split()[:4] == ["new", "never", "synced", "never"]
+
+
+def test_progress_interval_defaults_to_30s_and_takes_a_duration(tmp_path: Path) -> None:
+    """[status] progress_interval is 30 s unless set; it takes a duration."""
+    assert config_for(tmp_path).status.progress_interval == 30.0
+    config = config_for(tmp_path, '[status]\nprogress_interval = "2m"')
+    assert config.status.progress_interval == 120.0
+
+
+@pytest.mark.parametrize("value", ['"0s"', '"soon"'])
+def test_progress_interval_must_be_a_positive_duration(tmp_path: Path, value: str) -> None:
+    """Zero or a non-duration is a configuration error naming the key."""
+    with pytest.raises(ConfigError) as info:
+        config_for(tmp_path, f"[status]\nprogress_interval = {value}")
+    assert "status.progress_interval" in info.value.line()
