@@ -70,6 +70,11 @@ class Display:
         if not progress.started:
             progress.started = time.monotonic()
 
+    def begin(self) -> None:
+        """A terminal shows the line at once; a log waits an interval for news."""
+        if self.live:
+            self.tick()
+
     def tick(self) -> None:
         snap = self.progress.snapshot(time.monotonic())
         if self.live and self.stream is not None:
@@ -93,6 +98,7 @@ async def report_progress(
     display = Display(progress, stream, interval)
 
     async def refresh() -> None:
+        display.begin()
         while True:
             await asyncio.sleep(display.period)
             display.tick()
@@ -116,6 +122,7 @@ def progress_thread(
     stop = threading.Event()
 
     def refresh() -> None:
+        display.begin()
         while not stop.wait(display.period):
             display.tick()
 
