@@ -22,6 +22,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +105,7 @@ def probe_until(
 ) -> dict[str, Any]:
     """Probe /healthz until the daemon has logged `syncs` sync_done events (bounded)."""
     latencies: list[float] = []
+    stamps: list[float] = []
     errors = 0
     began = time.monotonic()
     deadline = began + timeout
@@ -111,16 +113,41 @@ def probe_until(
         log.poll()
         if log.count("sync_done") >= syncs:
             break
+        sent = time.time()
         took = probe(*address, timeout=5.0)
         if took is None:
             errors += 1
         else:
             latencies.append(took)
+            stamps.append(sent)
         time.sleep(max(interval - (took or 0) / 1000.0, 0.0))
     else:
         raise RuntimeError(f"sync #{syncs} not done within {timeout:.0f}s (rc={proc.poll()})")
     done = [e for e in log.events if e.get("event") == "sync_done"]
-    return summary(latencies, errors, time.monotonic() - began) | {"sync": done[-1]}
+    return summary(latencies, errors, time.monotonic() - began) | {
+        "sync": done[-1],
+        "slowest": slowest(latencies, stamps, log.events),
+    }
+
+
+def slowest(
+    latencies: list[float], stamps: list[float], events: list[dict[str, Any]], count: int = 5
+) -> list[dict[str, Any]]:
+    """The slowest probes, each with the daemon's last log event before it was sent: a hint of
+    which step held the event loop."""
+    timed = [(epoch(e.get("timestamp")), str(e.get("event"))) for e in events]
+    out = []
+    for ms, sent in sorted(zip(latencies, stamps, strict=True), reverse=True)[:count]:
+        before = [name for at, name in timed if at is not None and at <= sent]
+        out.append({"ms": round(ms, 1), "after_event": before[-1] if before else None})
+    return out
+
+
+def epoch(text: Any) -> float | None:
+    try:
+        return datetime.fromisoformat(str(text).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
 
 
 def measure(
@@ -194,6 +221,8 @@ def table(result: dict[str, Any]) -> str:
             f"{phase:<12} {r['requests']:>8} {r['errors']:>6} {r['p50_ms']:>8.2f}"
             f" {r['p99_ms']:>8.2f} {r['max_ms']:>8.2f}  {verdict} (p99 < {TARGET_P99_MS:.0f} ms)"
         )
+        hints = ", ".join(f"{s['ms']:.0f} ms after {s['after_event']}" for s in r["slowest"][:3])
+        rows.append(f"{'':<12} slowest: {hints}")
     return "\n".join(rows)
 
 
