@@ -107,6 +107,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--no-install", action="store_true", help="never apt-get install a missing nginx or peer"
     )
+    p.add_argument(
+        "--healthz",
+        action="store_true",
+        help="after the catalog corpus: /healthz p99 latency while the daemon syncs it",
+    )
     args = p.parse_args(argv)
     if args.runs < 1 or args.warmup < 0:
         p.error("--runs must be >= 1 and --warmup >= 0")
@@ -604,6 +609,15 @@ def main(argv: list[str] | None = None) -> int:
                     res = runner.catalog_corpus(corpus, nginx)
                     results["corpora"][kind] = res
                     say("\n" + report.catalog_table(res))
+                    if args.healthz:
+                        import healthz_latency
+
+                        say("\n== /healthz latency while the daemon syncs the catalog corpus")
+                        hz = healthz_latency.measure(
+                            eumirror, corpus, nginx, work, timeout=args.timeout
+                        )
+                        results["healthz"] = hz
+                        say(healthz_latency.table(hz))
                 else:
                     res = runner.files_corpus(corpus, nginx)
                     results["corpora"][kind] = res

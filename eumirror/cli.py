@@ -41,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--metrics-file", metavar="PATH", help="write Prometheus metrics here (textfile collector)"
     )
     sub.add_parser("verify", parents=[with_config], help="re-hash every published tarball")
-    sub.add_parser("status", parents=[with_config], help="summary of each upstream")
+    status = sub.add_parser("status", parents=[with_config], help="summary of each upstream")
+    status.add_argument("--json", action="store_true", help="print one JSON document")
     name = sub.add_parser("name", parents=[common], help="print the eustore name of files")
     name.add_argument("files", nargs="+", metavar="FILE")
     catalog = sub.add_parser("catalog", help="publisher tools")
@@ -90,7 +91,7 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command == "status":
         from .commands.report import show_status
 
-        return show_status(config)
+        return show_status(config, as_json=args.json)
     if args.once or args.dry_run:
         from .commands.once import sync_once
 

@@ -23,6 +23,8 @@ from conftest import Mirror, Upstream, name_of, run_cli, tarball, write_config
 from faultserver import Fault, ThreadedFaultServer
 from prometheus_client.parser import text_string_to_metric_families
 
+from eumirror.service.status import epoch
+
 WAIT = 10.0
 """Bound on every wait for the daemon; each is a loop of short polls, never a fixed sleep."""
 
@@ -299,11 +301,11 @@ def test_health_status_and_metrics_endpoints(
     assert doc["root"] == str(mirror.root)
     assert doc["pid"] == daemon.proc.pid
     assert doc["runs_since_start"] == 1 and doc["in_progress"] is False
-    assert doc["next_run"] and doc["next_run_timestamp"] > time.time()
+    assert doc["next_run"].endswith("Z") and (epoch(doc["next_run"]) or 0) > time.time()
     assert doc["health"]["ok"] is True and doc["health"]["max_age_seconds"] == 2 * 3600
     up = doc["upstreams"]["up"]
     assert up["images"] == 2
-    assert up["last_success"] == pytest.approx(time.time(), abs=WAIT)
+    assert epoch(up["last_success"]) == pytest.approx(time.time(), abs=WAIT)
     run = up["last_run"]
     assert run["result"] == "success" and run["images"] == 2 and run["downloaded"] == 2
     assert run["downloaded_bytes"] == 4096 + 10_000 and run["ended"] >= run["started"]
@@ -326,7 +328,7 @@ def test_health_status_and_metrics_endpoints(
     assert samples["eumirror_downloaded_bytes_total"][0].value == 4096 + 10_000
     assert samples["eumirror_verify_failures_total"][0].value == 0
     assert samples["eumirror_sync_last_success_timestamp_seconds"][0].value == pytest.approx(
-        up["last_success"]
+        epoch(up["last_success"]), abs=0.001
     )
     assert samples["eumirror_sync_in_progress"][0].value == 0
 

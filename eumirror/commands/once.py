@@ -16,7 +16,7 @@ from ..engine.sync import RunReport, sync
 from ..log import log
 from ..net.fetch import Fetcher
 from ..storage.fs import Mirror
-from .progress import live_progress
+from .progress import report_progress
 
 
 def trusted_hosts(config: Config) -> frozenset[str]:
@@ -66,7 +66,7 @@ async def sync_once(
     progress = Progress()
     with mirror.locked():
         log.info("sync_started", root=str(config.root), upstreams=len(config.upstreams))
-        async with live_progress(progress, sys.stderr):
+        async with report_progress(progress, sys.stderr, config.status.progress_interval):
             report = await run_sync(config, mirror, allow_shrink=allow_shrink, progress=progress)
     if metrics_file is not None:
         from ..service.metrics import write_textfile

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import json
-import time
+import shutil
+import textwrap
 import urllib.request
 from typing import Any
 
 from ..core.config import Config
 from ..core.errors import ExitCode
 from ..storage.fs import Mirror
-from .progress import human_bytes
+from .progress import human_bytes, render
 
 DAEMON_ADDRESS = "daemon.json"
 """Under `.eumirror/`: the running daemon's pid and real listen address (written by the daemon)."""
@@ -63,51 +64,101 @@ def from_daemon(config: Config, timeout: float = 2.0) -> dict[str, Any] | None:
 
 
 def from_disk(config: Config) -> dict[str, Any]:
-    mirror = Mirror(config.root)
-    upstreams: dict[str, Any] = {}
-    for up in config.upstreams:
-        meta = mirror.load_state(up.name, "meta") or {}
-        upstreams[up.name] = {
-            "last_run": meta.get("last_run"),
-            "last_success": meta.get("last_success"),
-        }
-    return {"source": "disk", "root": str(config.root), "upstreams": upstreams}
+    from ..service.status import status_document
+
+    return {**status_document(config, Mirror(config.root)), "source": "disk"}
 
 
-def when(ts: Any) -> str:
-    if not isinstance(ts, int | float) or ts <= 0:
-        return "never"
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+def when(value: Any) -> str:
+    """An ISO time (or unix time) as `2026-11-28T08:30:00Z`; `never` when there is none."""
+    from ..service.status import epoch, iso
+
+    return iso(epoch(value), precise=False) or "never"
+
+
+COLUMNS = ("UPSTREAM", "STATE", "LAST RUN", "RESULT", "IMAGES", "FAILED", "DOWNLOADED")
 
 
 def table(doc: dict[str, Any]) -> str:
-    rows = [("UPSTREAM", "LAST SYNC", "RESULT", "IMAGES", "FAILED", "BYTES", "ERROR")]
+    """One row per upstream; the last column is the last success (never cut: it is the end)."""
+    rows = [(*COLUMNS, "LAST SUCCESS")]
     for name, info in doc.get("upstreams", {}).items():
         run = info.get("last_run") or {}
         rows.append(
             (
                 name,
-                when(run.get("ended")),
+                str(info.get("state", "-")),
+                when(run.get("ended")) if run else "never",
                 str(run.get("result", "-")) if run else "-",
-                str(run.get("images", "-")) if run else "-",
-                str(len(run.get("failures", []))) if run else "-",
-                human_bytes(run.get("downloaded_bytes", 0)) if run else "-",
-                str(run.get("error", ""))[:80] if run else "",
+                str(info.get("images", run.get("images", "-"))),
+                str(len(run.get("failures") or [])) if run else "-",
+                human_bytes(run.get("downloaded_bytes") or 0) if run else "-",
+                when(info.get("last_success")),
             )
         )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
     lines = [
-        "  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=False)) + "  " + r[-1]
+        "  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1]
         for r in rows
     ]
     return "\n".join(line.rstrip() for line in lines)
 
 
-def show_status(config: Config) -> int:
-    doc = from_daemon(config) or from_disk(config)
-    source = "daemon" if doc.get("source") != "disk" else "state on disk"
+def details(doc: dict[str, Any], width: int) -> list[str]:
+    """Below the table: for each upstream that is not plainly ok, its reason, its last run's
+    full error and every failed image, wrapped rather than cut."""
+    out: list[str] = []
+    for name, info in doc.get("upstreams", {}).items():
+        run = info.get("last_run") or {}
+        failures = [str(f) for f in run.get("failures") or []]
+        if info.get("state", "ok") == "ok" and not failures and not run.get("error"):
+            continue
+        out.append("")
+        out += wrap(f"{name}: {info.get('state', '')}: {info.get('reason', '')}", width, "    ")
+        if run.get("error") and str(run["error"]) not in str(info.get("reason", "")):
+            out += wrap(f"  error: {run['error']}", width, "    ")
+        if failures:
+            out.append(f"  failed images ({len(failures)}):")
+            for line in failures:
+                out += wrap(f"    - {line}", width, "      ")
+    return out
+
+
+def wrap(text: str, width: int, indent: str) -> list[str]:
+    return textwrap.wrap(
+        text, width=width, subsequent_indent=indent, break_long_words=True, break_on_hyphens=False
+    ) or [text]
+
+
+def show_status(config: Config, *, as_json: bool = False) -> int:
+    """The summary (or `--json`: the document itself); exit 1 when an upstream's last run
+    failed or its catalog is stale, as /healthz judges."""
+    doc = from_daemon(config)
+    if doc is not None:
+        doc["source"] = "daemon"
+    else:
+        doc = from_disk(config)
+    code = ExitCode.FAILED if needs_attention(doc) else ExitCode.OK
+    if as_json:
+        print(json.dumps(doc, indent=2))
+        return int(code)
+    source = "daemon" if doc.get("source") == "daemon" else "state on disk"
     print(f"mirror {config.root} (from the {source})")
     if doc.get("next_run"):
-        print(f"next run: {doc['next_run']}")
+        print(f"next run: {when(doc['next_run'])}")
+    if doc.get("in_progress") and isinstance(doc.get("progress"), dict):
+        print(f"running: {render(doc['progress'])}")
     print(table(doc))
-    return int(ExitCode.OK)
+    width = max(shutil.get_terminal_size((100, 24)).columns, 60)
+    for line in details(doc, width):
+        print(line)
+    return int(code)
+
+
+def needs_attention(doc: dict[str, Any]) -> list[str]:
+    """Upstreams whose last run failed or whose catalog is stale (or was never synced)."""
+    return [
+        name
+        for name, info in (doc.get("upstreams") or {}).items()
+        if not info.get("healthy", False) or (info.get("last_run") or {}).get("result") == "failure"
+    ]

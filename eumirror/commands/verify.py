@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -18,9 +19,11 @@ from urllib.parse import unquote, urlsplit
 from ..core.catalog import parse_catalog
 from ..core.config import Config
 from ..core.errors import CatalogError, ExitCode
+from ..core.progress import Progress
 from ..engine.inventory import quarantine
 from ..log import log
 from ..storage.fs import Files, Mirror, hash_file, scan_unknown
+from .progress import progress_thread
 
 
 def local_file(config: Config, upstream: str, url: str) -> Path | None:
@@ -36,23 +39,28 @@ def local_file(config: Config, upstream: str, url: str) -> Path | None:
     return config.root / upstream / relative
 
 
-def check(path: Path, name: str) -> str:
+def check(path: Path, name: str) -> tuple[str, int]:
+    """The problem with a tarball ("" if none), and the bytes read."""
     try:
         digest = hash_file(path)
     except OSError as exc:
-        return f"{path}: {exc.strerror}"
+        return f"{path}: {exc.strerror}", 0
     if digest.name != name:
-        return f"{path}: bytes have name {digest.name}, expected {name}"
-    return ""
+        return f"{path}: bytes have name {digest.name}, expected {name}", digest.size
+    return "", digest.size
 
 
 def verify_mirror(config: Config) -> int:
     mirror = Mirror(config.root)
     problems: list[str] = []
     checked = 0
-    with mirror.locked() if mirror.work.exists() else contextlib.nullcontext():
+    progress = Progress(phase="verify", started=time.monotonic())
+    with (
+        mirror.locked() if mirror.work.exists() else contextlib.nullcontext(),
+        progress_thread(progress, sys.stderr, config.status.progress_interval),
+    ):
         for up in config.upstreams:
-            found, count = _verify_upstream(config, mirror, up.name)
+            found, count = _verify_upstream(config, mirror, up.name, progress)
             problems += [f"{up.name}: {line}" for line in found]
             checked += count
     log.info("verify_done", checked=checked, problems=len(problems))
@@ -63,7 +71,9 @@ def verify_mirror(config: Config) -> int:
     return int(ExitCode.FAILED if problems else ExitCode.OK)
 
 
-def _verify_upstream(config: Config, mirror: Mirror, upstream: str) -> tuple[list[str], int]:
+def _verify_upstream(
+    config: Config, mirror: Mirror, upstream: str, progress: Progress
+) -> tuple[list[str], int]:
     problems: list[str] = []
     folder = mirror.root / upstream
     on_disk = list(scan_unknown(folder, {}))
@@ -72,8 +82,16 @@ def _verify_upstream(config: Config, mirror: Mirror, upstream: str) -> tuple[lis
         log.info("verify_skipped", upstream=upstream, reason="nothing published yet")
         return [], 0
     jobs = [(dest, path, dest.split("/")[1]) for dest, path in on_disk]
+    progress.files_total += len(jobs)
+    for _, path, _ in jobs:
+        with contextlib.suppress(OSError):
+            progress.plan_bytes(path.stat().st_size)
+    results: list[tuple[str, str]] = []
     with ThreadPoolExecutor(max_workers=2) as pool:
-        results = list(pool.map(lambda job: (job[0], check(job[1], job[2])), jobs))
+        for dest, (problem, size) in pool.map(lambda job: (job[0], check(job[1], job[2])), jobs):
+            results.append((dest, problem))
+            progress.files_done += 1  # this thread alone counts; the display only reads
+            progress.add_bytes(size)
     damaged = [dest for dest, problem in results if problem]
     problems += [problem for _, problem in results if problem]
     if body is not None:
@@ -85,11 +103,11 @@ def _verify_upstream(config: Config, mirror: Mirror, upstream: str) -> tuple[lis
             problems += [f"image #{bad.index}: {bad.reason}" for bad in catalog.bad]
             present = {path for _, path in on_disk}
             for image in catalog.images:
-                path = local_file(config, upstream, image.url)
-                if path is None:
+                local = local_file(config, upstream, image.url)
+                if local is None:
                     problems.append(f"{image.url} is not a file of this mirror")
-                elif path not in present or path.parent.name != image.name:
-                    problems.append(f"{path}: missing (the catalog lists {image.name})")
+                elif local not in present or local.parent.name != image.name:
+                    problems.append(f"{local}: missing (the catalog lists {image.name})")
     if mirror.work.exists():
         _record_damage(mirror, upstream, damaged, failures=len(damaged))
     return problems, len(jobs)

@@ -49,6 +49,8 @@ class Schedule:
 class StatusListen:
     host: str = "127.0.0.1"
     port: int = 9105
+    progress_interval: float = 30.0
+    """Seconds between two `progress` log events of a sync or verify (not on a terminal)."""
 
 
 @dataclass(frozen=True)
@@ -187,9 +189,12 @@ class _Reader:
         return Schedule(interval=None if cron else interval, cron=cron, jitter=jitter)
 
     def status(self, doc: Mapping[str, Any]) -> StatusListen:
-        table = self.table(doc, "status", {"listen"})
+        table = self.table(doc, "status", {"listen", "progress_interval"})
         host, port = self.get(table, "status", "listen", tuple, ("127.0.0.1", 9105), parse_listen)
-        return StatusListen(host=host, port=port)
+        every = self.get(table, "status", "progress_interval", float, 30.0, parse_duration)
+        if every <= 0:
+            raise self.fail("status.progress_interval", "must be longer than zero")
+        return StatusListen(host=host, port=port, progress_interval=every)
 
     def limits(self, doc: Mapping[str, Any]) -> Limits:
         keys = {

@@ -22,14 +22,17 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from ..commands.once import run_sync, summarise
-from ..commands.report import DAEMON_ADDRESS
+from ..commands.progress import report_progress
+from ..commands.report import DAEMON_ADDRESS, status_url
 from ..core.config import Config, load_config
 from ..core.errors import EumirrorError, ExitCode, LockHeld, StorageError
+from ..core.progress import Progress
 from ..engine.gcpause import release_frozen
 from ..log import log
 from ..storage.fs import Mirror
 from . import sdnotify
-from .status import iso, make_app, status_document
+from .endpoint import make_app
+from .status import StateCache, iso, status_document
 
 
 class Daemon:
@@ -46,22 +49,27 @@ class Daemon:
         self.runs = 0
         self.last_result = "no sync yet"
         self.address_file = self.mirror.work / DAEMON_ADDRESS
+        self.state_cache = StateCache(self.mirror)
+        self.progress: Progress | None = None
+        """The running sync's counters, for /status and the page; None between syncs."""
 
     # -- what /status and /metrics show -----------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
         job = self.scheduler.get_job("sync") if self.scheduler.running else None
         next_run = job.next_run_time.timestamp() if job and job.next_run_time else None
+        progress = self.progress
         return status_document(
             self.config,
             self.mirror,
+            cache=self.state_cache,
             daemon={
                 "pid": os.getpid(),
                 "listen": self.listen,
                 "in_progress": self.running is not None,
+                "progress": progress.snapshot(time.monotonic()) if progress else None,
                 "runs_since_start": self.runs,
                 "pending": self.wanted.is_set(),
                 "next_run": iso(next_run),
-                "next_run_timestamp": next_run,
             },
         )
 
@@ -94,7 +102,7 @@ class Daemon:
                 kept="previous configuration",
             )
             return
-        if new.status != self.config.status:
+        if (new.status.host, new.status.port) != (self.config.status.host, self.config.status.port):
             log.warning("reload_listen_ignored", reason="the status address changes on restart")
         self.config = new
         self.scheduler.reschedule_job("sync", trigger=trigger_for(new))
@@ -118,7 +126,8 @@ class Daemon:
         addresses = self.runner.addresses
         host, port = addresses[0][0], addresses[0][1]
         self.listen = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        log.info("status_listening", listen=self.listen, url=f"http://{self.listen}/status")
+        url = status_url(host, port)
+        log.info("status_listening", listen=self.listen, url=url, page=url.removesuffix("status"))
         self.record_listen()
         if not is_loopback(self.config.status.host):
             log.warning(
@@ -153,8 +162,12 @@ class Daemon:
         began = time.monotonic()
         try:
             log.info("sync_started", root=str(self.config.root))
-            report = await run_sync(self.config, self.mirror)
+            self.progress = Progress()
+            async with report_progress(self.progress, None, self.config.status.progress_interval):
+                report = await run_sync(self.config, self.mirror, progress=self.progress)
         finally:
+            self.progress = None
+            self.state_cache.invalidate()
             self.mirror.release_lock(fd)
         self.runs += 1
         ok = sum(1 for u in report.upstreams if u.result == "success")

@@ -14,6 +14,8 @@ from prometheus_client import CollectorRegistry, write_to_textfile
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from .status import epoch
+
 RESULTS = ("success", "partial", "failure")
 ACTIONS = ("reused", "linked", "downloaded", "dropped", "deleted")
 
@@ -60,14 +62,12 @@ class MirrorCollector(Collector):
         for name, info in ups.items():
             run: Mapping[str, Any] = info.get("last_run") or {}
             totals: Mapping[str, Any] = info.get("totals") or {}
-            if info.get("last_success"):
-                last_ok.add_metric([name], float(info["last_success"]))
+            if (last := epoch(info.get("last_success"))) is not None:
+                last_ok.add_metric([name], last)
             for result in RESULTS:
                 runs.add_metric([name, result], float((totals.get("runs") or {}).get(result, 0)))
             if run:
-                duration.add_metric(
-                    [name], float(run.get("ended", 0)) - float(run.get("started", 0))
-                )
+                duration.add_metric([name], run_duration(run))
                 for action in ACTIONS:
                     by_action.add_metric([name, action], float(run.get(action, 0)))
                 failed.add_metric([name], float(len(run.get("failures", []))))
@@ -79,11 +79,11 @@ class MirrorCollector(Collector):
         in_progress = GaugeMetricFamily("eumirror_sync_in_progress", "1 while a sync runs.")
         in_progress.add_metric([], 1.0 if doc.get("in_progress") else 0.0)
         yield in_progress
-        if doc.get("next_run_timestamp"):
+        if (next_run := epoch(doc.get("next_run"))) is not None:
             nxt = GaugeMetricFamily(
                 "eumirror_next_sync_timestamp_seconds", "When the schedule runs the next sync."
             )
-            nxt.add_metric([], float(doc["next_run_timestamp"]))
+            nxt.add_metric([], next_run)
             yield nxt
         fs: Mapping[str, Any] = doc.get("filesystem") or {}
         if fs:
@@ -103,6 +103,14 @@ class MirrorCollector(Collector):
         info = GaugeMetricFamily("eumirror_build_info", "Version of eumirror.", labels=["version"])
         info.add_metric([str(doc.get("version", ""))], 1.0)
         yield info
+
+
+def run_duration(run: Mapping[str, Any]) -> float:
+    """The run's own figure, else ended - started (ISO strings or unix times)."""
+    if isinstance(run.get("duration_seconds"), int | float):
+        return float(run["duration_seconds"])
+    started, ended = epoch(run.get("started")), epoch(run.get("ended"))
+    return max(ended - started, 0.0) if started is not None and ended is not None else 0.0
 
 
 def registry_for(snapshot: Callable[[], Mapping[str, Any]]) -> CollectorRegistry:
