@@ -54,3 +54,23 @@ def test_units_run_the_documented_install() -> None:
     for unit in ("eumirror.service", "eumirror-sync.service"):
         text = (REPO / "systemd" / unit).read_text()
         assert "\nExecStart=/opt/eumirror/bin/eumirror sync" in text, unit
+
+
+def test_dockerfile_installs_from_the_lock() -> None:
+    """The image takes its dependencies from the lock, hash-checked, in a layer of their own."""
+    text = (REPO / "Dockerfile").read_text()
+    deps_stage = text.split("\nFROM ")[1]
+    assert "COPY requirements.lock" in deps_stage
+    assert "pip install --require-hashes -r /tmp/requirements.lock" in deps_stage
+    assert "COPY eumirror" not in deps_stage, "a source change would rebuild the dependencies"
+
+
+def test_container_final_stage_has_the_wheel_and_an_init() -> None:
+    """The final stage installs the wheel (no source tree in a layer) and runs under tini."""
+    final = (REPO / "Dockerfile").read_text().split("\nFROM ")[-1]
+    assert "COPY --from=deps /opt/eumirror /opt/eumirror" in final
+    assert "--mount=type=bind,from=wheel" in final
+    assert "COPY eumirror" not in final
+    assert "COPY . " not in final
+    assert 'ENTRYPOINT ["/usr/bin/tini", "--"]' in final
+    assert "tini" in final.split("ENTRYPOINT")[0]
