@@ -38,6 +38,10 @@ def check(path: Path, name: str) -> str:
     return ""
 
 
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def verify_mirror(config: Config) -> int:
     mirror = Mirror(config.root)
     problems: list[str] = []
@@ -70,5 +74,5 @@ def verify_mirror(config: Config) -> int:
     log.info("verify_done", checked=checked, problems=len(problems))
     for line in problems:
         print(f"eumirror: {line}", file=sys.stderr)
-    print(f"{checked} tarballs checked, {len(problems)} problems")
+    print(f"{plural(checked, 'tarball')} checked, {plural(len(problems), 'problem')}")
     return int(ExitCode.FAILED if problems else ExitCode.OK)
