@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 from conftest import Upstream, human_lines, run_cli, tarball, write_config
@@ -83,3 +88,32 @@ def test_verify_counts_in_the_singular(tmp_path: Path) -> None:
     assert done.stdout == "1 tarball checked, 1 problem\n"
     shutil.rmtree(tmp_path / "root" / "up" / "images")
     assert "1 problem\n" in run_cli("verify", "--config", str(config)).stdout
+
+
+def test_daemon_first_failed_sync_says_nothing_published_and_the_next_sync_retries(
+    tmp_path: Path,
+) -> None:
+    """In the daemon a failed first sync says nothing is published yet; a scheduled sync follows."""
+    config = one_upstream(tmp_path, catalog="missing/catalog")
+    with config.open("a") as f:
+        f.write('[status]\nlisten = "127.0.0.1:0"\n')
+    env = {k: v for k, v in os.environ.items() if k != "EUMIRROR_CONFIG"}
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "eumirror", "sync", "--config", str(config)],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    watchdog = threading.Timer(60, daemon.kill)
+    watchdog.start()
+    try:
+        assert daemon.stderr is not None
+        line = next(x for x in daemon.stderr if x.startswith("eumirror: "))
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=30) == 0
+    finally:
+        watchdog.cancel()
+        daemon.kill()
+        daemon.communicate()
+    assert "nothing has been published for it yet" in line
+    assert "the next scheduled sync tries again" in line
