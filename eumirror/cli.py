@@ -158,7 +158,7 @@ def selected(config: Config, names: Sequence[str]) -> tuple[str, ...]:
             raise ConfigError(
                 f"--upstream {name!r}: no such upstream in {config.path}",
                 hint=(f"did you mean {close!r}? " if close else "")
-                + f"the configured upstreams are {', '.join(known)}",
+                + f"configured: {', '.join(known)}",
             )
     return tuple(dict.fromkeys(names))
 
