@@ -4,35 +4,89 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from . import __version__
-from .core.config import config_path, load_config
-from .core.errors import EumirrorError
+from .core.config import Config, closest, config_path, load_config
+from .core.errors import ConfigError, EumirrorError
 from .engine.heap import keep_buffers_mapped
-from .log import LEVELS, configure, log
+from .log import FORMATS, LEVELS, configure, log
+
+# Options every command takes, before or after its name; `name` and `catalog refresh` accept
+# --config and ignore it, so a wrapper can pass it to any command.
+SHARED = ("config", "log_level", "log_format")
+_INVALID_CHOICE = re.compile(r"invalid choice: '?([^' ]*)'? \(choose from (.*)\)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--log-level", choices=LEVELS, default="info", help="default: info")
-    with_config = argparse.ArgumentParser(add_help=False, parents=[common])
-    with_config.add_argument(
+def did_you_mean(word: str, choices: Sequence[str]) -> str:
+    """'; did you mean X?' when `word` is close to one of `choices`, else ''."""
+    close = closest(word, choices)
+    return f"; did you mean {close}?" if close else ""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with suggestions: an unknown command or option names the closest known one."""
+
+    def error(self, message: str) -> NoReturn:
+        if m := _INVALID_CHOICE.search(message):
+            choices = [c.strip(" '") for c in m.group(2).split(",")]
+            message = f"unknown command {m.group(1)!r}" + did_you_mean(m.group(1), choices)
+        super().error(message)
+
+    def unknown_options(self, extras: Sequence[str]) -> NoReturn:
+        """What argparse calls 'unrecognized arguments', in this (sub)command's own usage."""
+        known = [o for action in self._actions for o in action.option_strings]
+        hints = "".join(did_you_mean(x.split("=", 1)[0], known) for x in extras if x[:1] == "-")
+        self.error(f"unrecognized arguments: {' '.join(extras)}{hints}")
+
+
+def shared_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    """--config, --log-level and --log-format; at the top their dest is `top_<name>`."""
+    prefix = "top_" if top else ""
+    parser.add_argument(
         "--config",
         metavar="PATH",
+        dest=f"{prefix}config",
         help="configuration file (default: $EUMIRROR_CONFIG, else /etc/eumirror/eumirror.toml)",
     )
-    parser = argparse.ArgumentParser(
-        prog="eumirror", description="Mirror Eucalyptus eustore catalogs, verified."
+    parser.add_argument(
+        "--log-level",
+        dest=f"{prefix}log_level",
+        type=str.lower,
+        choices=LEVELS,
+        help="debug, info (default), warning or error; any case",
     )
-    parser.add_argument("--version", action="version", version=f"eumirror {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.add_argument(
+        "--log-format",
+        dest=f"{prefix}log_format",
+        type=str.lower,
+        choices=FORMATS,
+        help="console, json or journal (default: $EUMIRROR_LOG_FORMAT, else console on a "
+        "terminal and json elsewhere)",
+    )
 
-    sync = sub.add_parser("sync", parents=[with_config], help="sync the mirror (daemon or once)")
-    sync.add_argument("--once", action="store_true", help="one sync of every upstream, then exit")
+
+def build_parser() -> tuple[Parser, dict[str, Parser]]:
+    """The parser, and each (sub)command's own parser by its path ('sync', 'catalog refresh')."""
+    parser = Parser(prog="eumirror", description="Mirror Eucalyptus eustore catalogs, verified.")
+    parser.add_argument("--version", action="version", version=f"eumirror {__version__}")
+    shared_options(parser, top=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands: dict[str, Parser] = {}
+
+    def command(name: str, help: str, under: argparse._SubParsersAction[Parser] = sub) -> Parser:
+        made = under.add_parser(name, help=help)
+        shared_options(made, top=False)
+        commands[f"{made.prog.removeprefix('eumirror ')}"] = made
+        return made
+
+    sync = command("sync", "sync the mirror (daemon or once)")
+    sync.add_argument("--once", action="store_true", help="one sync, then exit")
     sync.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
     sync.add_argument(
         "--allow-shrink", action="store_true", help="publish even if the catalog shrinks a lot"
@@ -40,26 +94,52 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument(
         "--metrics-file", metavar="PATH", help="write Prometheus metrics here (textfile collector)"
     )
-    sub.add_parser("verify", parents=[with_config], help="re-hash every published tarball")
-    status = sub.add_parser("status", parents=[with_config], help="summary of each upstream")
+    sync.add_argument(
+        "--upstream",
+        metavar="NAME",
+        action="append",
+        default=[],
+        help="with --once: sync only this upstream (repeatable)",
+    )
+    command("verify", "re-hash every published tarball")
+    status = command("status", "summary of each upstream")
     status.add_argument("--json", action="store_true", help="print one JSON document")
-    name = sub.add_parser("name", parents=[common], help="print the eustore name of files")
+    name = command("name", "print the eustore name of files")
     name.add_argument("files", nargs="+", metavar="FILE")
     catalog = sub.add_parser("catalog", help="publisher tools")
+    commands["catalog"] = catalog
     catalog_sub = catalog.add_subparsers(dest="catalog_command", required=True, metavar="COMMAND")
-    refresh = catalog_sub.add_parser(
-        "refresh", parents=[common], help="recompute image names from the tarballs"
-    )
+    refresh = command("refresh", "recompute image names from the tarballs", catalog_sub)
     refresh.add_argument("catalog_file", metavar="CATALOG")
     refresh.add_argument("--dir", metavar="DIR", help="where the tarballs are (default: beside)")
     refresh.add_argument("--in-place", action="store_true", help="write the catalog back")
-    return parser
+    return parser, commands
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse; an error is reported in the usage of the (sub)command it belongs to (exit 2)."""
+    parser, commands = build_parser()
+    args, extras = parser.parse_known_args(argv)
+    path = " ".join(p for p in (args.command, getattr(args, "catalog_command", None)) if p)
+    own = commands.get(path, parser)
+    if extras:
+        own.unknown_options(extras)
+    for key in SHARED:
+        if getattr(args, key, None) is None:
+            setattr(args, key, getattr(args, f"top_{key}"))
+    if args.command == "sync" and args.upstream and not (args.once or args.dry_run):
+        own.error("--upstream needs --once: the daemon always syncs every upstream")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     keep_buffers_mapped()
-    configure(args.log_level)
+    try:
+        configure(args.log_level or "info", fmt=args.log_format)
+    except EumirrorError as exc:  # a bad $EUMIRROR_LOG_FORMAT: no log to write it to yet
+        print(f"eumirror: {exc.line()}", file=sys.stderr)
+        return int(exc.exit_code)
     try:
         return int(dispatch(args))
     except EumirrorError as exc:
@@ -68,6 +148,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.exit_code)
     except KeyboardInterrupt:
         return 128 + signal.SIGINT
+
+
+def selected(config: Config, names: Sequence[str]) -> tuple[str, ...]:
+    """The --upstream names, each checked against the configuration (usage error if unknown)."""
+    known = [u.name for u in config.upstreams]
+    for name in names:
+        if name not in known:
+            close = closest(name, known)
+            raise ConfigError(
+                f"--upstream {name!r}: no such upstream in {config.path}",
+                hint=(f"did you mean {close!r}? " if close else "")
+                + f"configured: {', '.join(known)}",
+            )
+    return tuple(dict.fromkeys(names))
 
 
 def dispatch(args: argparse.Namespace) -> int:
@@ -95,12 +189,14 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.once or args.dry_run:
         from .commands.once import sync_once
 
+        only = selected(config, args.upstream)
         return run_until_signal(
             lambda: sync_once(
                 config,
                 dry_run=args.dry_run,
                 allow_shrink=args.allow_shrink,
                 metrics_file=Path(args.metrics_file) if args.metrics_file else None,
+                only=only,
             )
         )
     from .service.daemon import run_daemon

@@ -10,7 +10,16 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import Mirror, Upstream, human_lines, name_of, run_cli, tarball, write_config
+from conftest import (
+    Mirror,
+    Upstream,
+    events,
+    human_lines,
+    name_of,
+    run_cli,
+    tarball,
+    write_config,
+)
 from faultserver import ThreadedFaultServer
 
 from eumirror import __version__
@@ -224,3 +233,129 @@ def test_proxy_from_environment_is_used(tmp_path: Path, upstream: Upstream) -> N
         )
         assert done.returncode == 0, done.stderr
         assert proxy.requests("/a/img.tgz") == 1
+
+
+# -- usage errors name the (sub)command and what was probably meant ----------------------------
+
+
+def test_misspelt_option_gets_the_subcommands_usage_and_a_suggestion() -> None:
+    """`sync --onec` is shown in sync's own usage, with "did you mean --once?"."""
+    done = run_cli("sync", "--onec")
+    assert done.returncode == 2
+    assert done.stderr.startswith("usage: eumirror sync "), done.stderr
+    assert "unrecognized arguments: --onec; did you mean --once?" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "usage", "meant"),
+    [
+        (["synk", "--once"], "usage: eumirror ", "did you mean sync?"),
+        (["verfy"], "usage: eumirror ", "did you mean verify?"),
+        (["catalog", "refesh", "c"], "usage: eumirror catalog ", "did you mean refresh?"),
+    ],
+)
+def test_misspelt_command_suggests_the_closest(argv: list[str], usage: str, meant: str) -> None:
+    """An unknown command is exit 2 naming it and the command it most likely meant."""
+    done = run_cli(*argv)
+    assert done.returncode == 2
+    assert done.stderr.startswith(usage)
+    assert f"unknown command {argv[-2] if argv[0] == 'catalog' else argv[0]!r}" in done.stderr
+    assert meant in done.stderr
+
+
+def test_log_level_is_case_insensitive(tmp_path: Path) -> None:
+    """--log-level DEBUG is accepted like debug."""
+    (tmp_path / "a").write_bytes(b"a")
+    done = run_cli("name", "--log-level", "DEBUG", str(tmp_path / "a"))
+    assert done.returncode == 0, done.stderr
+
+
+def test_publisher_commands_accept_and_ignore_config(tmp_path: Path, upstream: Upstream) -> None:
+    """`name` and `catalog refresh` take --config (before or after) without reading it."""
+    (tmp_path / "a").write_bytes(b"a")
+    missing = str(tmp_path / "no-such.toml")
+    named = run_cli("name", "--config", missing, str(tmp_path / "a"))
+    assert named.returncode == 0 and named.stdout.startswith("3867013014  "), named.stderr
+    upstream.add("one.tgz", tarball(1), name="PLACEHOLDER")
+    catalog = upstream.write()
+    refreshed = run_cli("--config", missing, "catalog", "refresh", str(catalog))
+    assert refreshed.returncode == 0, refreshed.stderr
+    assert json.loads(refreshed.stdout)["images"][0]["name"] == name_of(tarball(1))
+
+
+def two_upstreams(tmp_path: Path) -> Path:
+    """A configuration of two file upstreams, `a` and `b`, each with one tarball."""
+    for index, name in enumerate(("a", "b")):
+        source = Upstream(tmp_path / f"up-{name}")
+        source.add(f"{name}.tgz", tarball(index))
+        source.write()
+    return write_config(
+        tmp_path / "c.toml",
+        root=tmp_path / "root",
+        upstreams={"a": "up-a/catalog", "b": "up-b/catalog"},
+    )
+
+
+def test_config_before_the_command(tmp_path: Path) -> None:
+    """`eumirror --config F sync --once` reads F, like `sync --once --config F`."""
+    config = two_upstreams(tmp_path)
+    done = run_cli("--config", str(config), "sync", "--once")
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "root" / "a" / "catalog").exists()
+    assert (tmp_path / "root" / "b" / "catalog").exists()
+
+
+def test_sync_once_upstream_syncs_only_those(tmp_path: Path) -> None:
+    """--upstream a syncs a alone; b's published catalog and files are left as they were."""
+    config = two_upstreams(tmp_path)
+    assert run_cli("sync", "--once", "--config", str(config)).returncode == 0
+    b_catalog = tmp_path / "root" / "b" / "catalog"
+    before = (b_catalog.read_bytes(), b_catalog.stat().st_mtime_ns)
+    for name in ("a", "b"):
+        source = Upstream(tmp_path / f"up-{name}")
+        source.add(f"{name}2.tgz", tarball(10 + len(name)))
+        source.images.insert(
+            0, json.loads((tmp_path / f"up-{name}" / "catalog").read_text())["images"][0]
+        )
+        source.write()
+
+    done = run_cli("sync", "--once", "--upstream", "a", "--config", str(config))
+
+    assert done.returncode == 0, done.stderr
+    assert len(Mirror(tmp_path / "root", config).catalog("a")["images"]) == 2
+    assert (b_catalog.read_bytes(), b_catalog.stat().st_mtime_ns) == before
+    started = [e for e in events(done.stderr) if e["event"] == "sync_started"]
+    assert started and started[0]["upstreams"] == 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["sync", "--once", "--upstream", "c"], ["'c'", "a, b"]),
+        (["sync", "--once", "--upstream", "aa"], ["'aa'", "did you mean 'a'?", "a, b"]),
+        (["sync", "--upstream", "a"], ["usage: eumirror sync", "--upstream needs --once"]),
+    ],
+)
+def test_upstream_selection_usage_errors(
+    tmp_path: Path, argv: list[str], expected: list[str]
+) -> None:
+    """An unknown --upstream (naming the known ones) or --upstream without --once is exit 2."""
+    config = two_upstreams(tmp_path)
+    done = run_cli(*argv, "--config", str(config))
+    assert done.returncode == 2
+    for text in expected:
+        assert text in done.stderr, done.stderr
+    assert not (tmp_path / "root").exists()
+
+
+def test_configuration_without_upstreams_is_exit_2(tmp_path: Path) -> None:
+    """A configuration with no [[upstream]] is a configuration error (exit 2), not a no-op."""
+    config = tmp_path / "c.toml"
+    config.write_text(f'[mirror]\nroot = "{tmp_path / "root"}"\n')
+    for command in ("sync", "verify", "status"):
+        done = run_cli(
+            command, "--once" if command == "sync" else "--log-level=info", "--config", str(config)
+        )
+        assert done.returncode == 2, (command, done.stderr)
+        lines = human_lines(done.stderr)
+        assert len(lines) == 1 and "no [[upstream]]" in lines[0] and str(config) in lines[0]

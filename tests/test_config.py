@@ -181,9 +181,15 @@ def test_interval_takes_integer_seconds_and_fractions() -> None:
     assert parse(MIRROR + '[schedule]\ninterval = "1.5h"\n').schedule.interval == 5400.0
 
 
-def test_no_upstreams_is_allowed() -> None:
-    """A configuration without upstreams parses (nothing to sync)."""
+def test_no_upstreams_parses_as_a_fragment_but_does_not_load(tmp_path: Path) -> None:
+    """parse_config takes a fragment without upstreams; a configuration file needs one (exit 2)."""
     assert parse(MIRROR).upstreams == ()
+    path = tmp_path / "eumirror.toml"
+    path.write_text(MIRROR)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.exit_code == 2
+    assert str(path) in info.value.message and "[[upstream]]" in info.value.line()
 
 
 @pytest.mark.parametrize("path", sorted(CONFIG_DIR.glob("*.toml")), ids=lambda p: p.name)
@@ -218,6 +224,32 @@ def test_unknown_section_or_key(text: str, key: str) -> None:
     error = error_of(text)
     assert_names(error, key)
     assert "unknown" in error.message
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "meant"),
+    [
+        (MIRROR + "concurency = 8\n", "mirror.concurency", "concurrency"),
+        (MIRROR + "[shedule]\ninterval = '1h'\n", "shedule", "schedule"),
+        (MIRROR + "[limits]\nretry = 1\n", "limits.retry", "retries"),
+        (MIRROR + '[[upstreams]]\nname = "a"\n', "upstreams", "upstream"),
+        (
+            MIRROR + '[[upstream]]\nname = "a"\ncatalogue = "http://h/c"\n',
+            "upstream[0].catalogue",
+            "catalog",
+        ),
+    ],
+)
+def test_unknown_key_suggests_the_closest_known_one(text: str, key: str, meant: str) -> None:
+    """A misspelt section or key is named, with the known one it most likely meant."""
+    error = error_of(text)
+    assert_names(error, key)
+    assert f"did you mean {meant}?" in error.message
+
+
+def test_unknown_key_far_from_any_has_no_suggestion() -> None:
+    """A key like no known one gets no guess."""
+    assert "did you mean" not in error_of(MIRROR + "zzzzzz = 1\n").message
 
 
 @pytest.mark.parametrize(
@@ -471,7 +503,7 @@ def test_load_config_resolves_relative_to_file(tmp_path: Path) -> None:
     folder = tmp_path / "etc"
     folder.mkdir()
     path = folder / "eumirror.toml"
-    path.write_text('[mirror]\nroot = "../mirror"\n')
+    path.write_text('[mirror]\nroot = "../mirror"\n' + UPSTREAM)
     config = load_config(path)
     assert config.root == tmp_path / "mirror"
     assert config.path == path

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import shutil
 import stat
 from pathlib import Path
 from typing import Any
@@ -87,7 +88,9 @@ def test_missing_tarball_is_reported_and_name_kept(folder: Path) -> None:
     assert out["images"][0]["name"] == "4150406313"
     assert out["images"][1]["name"] == NAME_A
     (problem,) = problems
-    assert "file not found" in problem and "gone.tgz" in problem and "#0" in problem
+    assert "#0" in problem and "starter/gone.tgz" in problem
+    assert f"no tarball at {folder / 'gone.tgz'} or {folder / 'starter' / 'gone.tgz'}" in problem
+    assert "put the tarball there or pass --dir" in problem
 
 
 def test_missing_tarball_without_name_stays_nameless(folder: Path) -> None:
@@ -129,7 +132,10 @@ def test_parent_segments_are_ignored(folder: Path, url: str) -> None:
     with capture_logs():
         out, problems = refresh_document(document({"name": "x", "url": url}), folder)
     assert out["images"][0]["name"] == "x"
-    assert problems and "file not found" in problems[0]
+    assert problems == [
+        f"image #0 ({url}): no tarball at {folder / 'outside.tgz'}; its name is kept: "
+        "put the tarball there or pass --dir"
+    ]
 
 
 def test_tarball_file_name() -> None:
@@ -255,3 +261,36 @@ def test_print_names(folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
         f"1136548044  {paths[2]}",
     ]
     assert "missing.tgz" in captured.err
+
+
+def test_tarball_found_by_the_urls_relative_path(folder: Path) -> None:
+    """A tarball absent by file name in DIR is found by the url's relative path under DIR."""
+    (folder / "starter-emis").mkdir()
+    (folder / "starter-emis" / "only-here.tgz").write_bytes(DATA_B)
+    (folder / "a.tgz").rename(folder / "starter-emis" / "a.tgz")
+    (folder / "starter-emis" / "b c.tgz").write_bytes(DATA_A)
+    doc = document(
+        {"name": "x", "url": "starter-emis/only-here.tgz"},
+        {"name": "x", "url": "starter-emis/a.tgz"},
+        {"name": "x", "url": "starter-emis/b%20c.tgz"},
+    )
+    with capture_logs():
+        out, problems = refresh_document(doc, folder)
+    assert problems == []
+    # The file name in DIR comes first (`b c.tgz` beside, not the one under starter-emis/).
+    assert [i["name"] for i in out["images"]] == [NAME_B, NAME_A, NAME_B]
+
+
+def test_refresh_of_the_shipped_sample_restores_its_names(tmp_path: Path) -> None:
+    """The sample shipped in the package (tarballs in subfolders) refreshes with no problem."""
+    sample = Path(__file__).resolve().parent.parent / "eumirror" / "sample"
+    copy_of = tmp_path / "sample"
+    shutil.copytree(sample, copy_of)
+    original = json.loads((copy_of / "catalog").read_text())
+    doc = copy.deepcopy(original)
+    for image in doc["images"]:
+        image["name"] = "PLACEHOLDER"
+    with capture_logs():
+        out, problems = refresh_document(doc, copy_of)
+    assert problems == []
+    assert out == original

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import sys
+import time
 from pathlib import Path
 
 from ..core.config import Config
@@ -54,13 +56,30 @@ async def run_sync(
 
 
 async def sync_once(
-    config: Config, *, dry_run: bool, allow_shrink: bool, metrics_file: Path | None
+    config: Config,
+    *,
+    dry_run: bool,
+    allow_shrink: bool,
+    metrics_file: Path | None,
+    only: tuple[str, ...] = (),
 ) -> int:
+    """`only`: the upstreams to sync (--upstream), all when empty; the metrics cover all."""
     mirror = Mirror(config.root)
-    if not config.upstreams:
-        log.warning("no_upstreams", config=str(config.path))
+    everything = config
+    if only:
+        config = dataclasses.replace(
+            config, upstreams=tuple(u for u in config.upstreams if u.name in only)
+        )
+    began = time.monotonic()
     if dry_run:
         report = await run_sync(config, mirror, dry_run=True, allow_shrink=allow_shrink)
+        log.info(
+            "sync_done",
+            result=report.result,
+            duration=round(time.monotonic() - began, 3),
+            upstreams=len(report.upstreams),
+            dry_run=True,
+        )
         return int(ExitCode.OK if report.ok else ExitCode.FAILED)
     await asyncio.to_thread(mirror.prepare)
     progress = Progress()
@@ -68,27 +87,54 @@ async def sync_once(
         log.info("sync_started", root=str(config.root), upstreams=len(config.upstreams))
         async with report_progress(progress, sys.stderr, config.status.progress_interval):
             report = await run_sync(config, mirror, allow_shrink=allow_shrink, progress=progress)
+    log.info(
+        "sync_done",
+        result=report.result,
+        duration=round(time.monotonic() - began, 3),
+        upstreams=len(report.upstreams),
+    )
+    code = ExitCode.OK if report.ok else ExitCode.FAILED
     if metrics_file is not None:
         from ..service.metrics import write_textfile
         from ..service.status import status_document
 
         try:
-            write_textfile(metrics_file, status_document(config, mirror))
+            write_textfile(metrics_file, status_document(everything, mirror))
         except OSError as exc:
-            log.error("metrics_not_written", path=str(metrics_file), error=str(exc))
-    summarise(report)
-    return int(ExitCode.OK if report.ok else ExitCode.FAILED)
+            log.error("metrics_not_written", path=str(metrics_file), error=exc.strerror or str(exc))
+            print(f"eumirror: {metrics_not_written(metrics_file, exc)}", file=sys.stderr)
+            code = ExitCode.FAILED
+    summarise(report, mirror, once=True)
+    return int(code)
 
 
-def summarise(report: RunReport) -> None:
-    """One plain line per failure at the end of the run (after the structured log)."""
+def metrics_not_written(path: Path, exc: OSError) -> str:
+    """The plain line for a --metrics-file that could not be written, with what to do."""
+    return (
+        f"--metrics-file {path}: not written: {exc.strerror or exc}; the sync itself finished; "
+        "check that the folder exists and is writable by this user (under systemd: "
+        "ReadWritePaths= in a drop-in)"
+    )
+
+
+def summarise(report: RunReport, mirror: Mirror | None = None, *, once: bool = False) -> None:
+    """One plain line per failure at the end of the run (after the structured log).
+
+    `mirror` tells whether a catalog was ever published; `once`: nothing is scheduled, so the
+    line says to run the sync again rather than that the next one will.
+    """
+    again = (
+        "run `eumirror sync --once` again once that is fixed"
+        if once
+        else "the next scheduled sync tries again"
+    )
     for up in report.upstreams:
         if up.result == "failure":
-            print(
-                f"eumirror: {up.name}: {up.error}; the published catalog is unchanged "
-                "and the next sync tries again",
-                file=sys.stderr,
-            )
+            if mirror is not None and mirror.read_catalog(up.name) is None:
+                kept = "nothing has been published for it yet"
+            else:
+                kept = "the published catalog is unchanged"
+            print(f"eumirror: {up.name}: {up.error}; {kept}; {again}", file=sys.stderr)
         for line in up.failures:
             print(f"eumirror: {line}", file=sys.stderr)
 

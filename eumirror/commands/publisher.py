@@ -13,7 +13,7 @@ from urllib.parse import unquote, urlsplit
 from ..core.catalog import loads_strict
 from ..core.errors import CatalogError, EumirrorError, ExitCode, StorageError
 from ..log import log
-from ..storage.fs import fsync_dir, hash_file, storage_error
+from ..storage.fs import FileDigest, fsync_dir, hash_file, storage_error
 
 
 def print_names(paths: list[Path]) -> int:
@@ -39,6 +39,27 @@ def tarball_file_name(url: str) -> str:
     return name
 
 
+def relative_path(url: str) -> Path | None:
+    """A relative url's path as a relative file path (percent-decoded), or None if unsafe."""
+    parts = urlsplit(url)
+    if parts.scheme or parts.netloc or parts.path.startswith("/"):
+        return None
+    segments = [unquote(s) for s in parts.path.split("/")]
+    if any(s in ("", ".", "..") or "\\" in s or "\x00" in s for s in segments):
+        return None
+    return Path(*segments)
+
+
+def candidates(url: str, folder: Path) -> list[Path]:
+    """Where a catalog url's tarball may be in the publisher's folder: by its file name, then
+    (for a relative url such as the sample's `starter-emis/x.tgz`) by its path under the folder."""
+    found = [folder / tarball_file_name(url)]
+    relative = relative_path(url)
+    if relative is not None and folder / relative not in found:
+        found.append(folder / relative)
+    return found
+
+
 def refresh_document(doc: Any, folder: Path) -> tuple[Any, list[str]]:
     """Recompute each image's name from its tarball; returns the document and what is missing."""
     if not isinstance(doc, dict) or not isinstance(doc.get("images"), list):
@@ -50,18 +71,31 @@ def refresh_document(doc: Any, folder: Path) -> tuple[Any, list[str]]:
             problems.append(f"image #{index} has no url")
             continue
         try:
-            file_name = tarball_file_name(url)
-            digest = hash_file(folder / file_name)
+            paths = candidates(url, folder)
         except EumirrorError as exc:
             problems.append(f"image #{index}: {exc.message}")
             continue
-        except OSError:
-            problems.append(f"file not found: {folder / file_name} (image #{index}, {url})")
+        digest = first_readable(paths)
+        if digest is None:
+            tried = " or ".join(str(p) for p in paths)
+            problems.append(
+                f"image #{index} ({url}): no tarball at {tried}; its name is kept: "
+                "put the tarball there or pass --dir"
+            )
             continue
         if image.get("name") != digest.name:
             log.info("name_updated", image=index, old=image.get("name"), new=digest.name)
         image["name"] = digest.name
     return doc, problems
+
+
+def first_readable(paths: list[Path]) -> FileDigest | None:
+    for path in paths:
+        try:
+            return hash_file(path)
+        except OSError:
+            continue
+    return None
 
 
 def refresh_catalog(catalog: Path, folder: Path | None, *, in_place: bool) -> int:

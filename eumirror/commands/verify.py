@@ -50,6 +50,10 @@ def check(path: Path, name: str) -> tuple[str, int]:
     return "", digest.size
 
 
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def verify_mirror(config: Config) -> int:
     mirror = Mirror(config.root)
     problems: list[str] = []
@@ -66,8 +70,7 @@ def verify_mirror(config: Config) -> int:
     log.info("verify_done", checked=checked, problems=len(problems))
     for line in problems:
         print(f"eumirror: {line}", file=sys.stderr)
-    noun = "problem" if len(problems) == 1 else "problems"
-    print(f"{checked} tarballs checked, {len(problems)} {noun}")
+    print(f"{plural(checked, 'tarball')} checked, {plural(len(problems), 'problem')}")
     return int(ExitCode.FAILED if problems else ExitCode.OK)
 
 

@@ -5,11 +5,12 @@ Every error names the key and the file. Only `load_config` touches the filesyste
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
 import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -79,6 +80,12 @@ def config_path(explicit: str | None) -> Path:
     return Path(chosen)
 
 
+def closest(word: str, choices: Iterable[str]) -> str | None:
+    """The choice a typo most likely meant (difflib's ratio at least 0.6), or None."""
+    close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
 def load_config(path: Path) -> Config:
     try:
         data = path.read_bytes()
@@ -89,7 +96,14 @@ def load_config(path: Path) -> Config:
         ) from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the configuration: {exc.strerror}") from None
-    return parse_config(data, path=Path(os.path.abspath(path)))
+    config = parse_config(data, path=Path(os.path.abspath(path)))
+    if not config.upstreams:
+        # parse_config allows it (a fragment to test); a file to run with must name an upstream.
+        raise ConfigError(
+            f"{config.path}: no [[upstream]] configured, nothing to mirror",
+            hint='add one: [[upstream]] name = "..." catalog = "http://.../catalog"',
+        )
+    return config
 
 
 def parse_config(data: bytes, *, path: Path) -> Config:
@@ -126,7 +140,10 @@ class _Reader:
         for key in table:
             if key not in allowed:
                 name = f"{where}.{key}" if where else key
-                raise self.fail(name, "unknown key" if where else "unknown section")
+                problem = "unknown key" if where else "unknown section"
+                if close := closest(key, allowed):
+                    problem += f"; did you mean {close}?"
+                raise self.fail(name, problem)
 
     def get(
         self,

@@ -180,7 +180,7 @@ class Daemon:
             duration=round(time.monotonic() - began, 3),
             upstreams=len(report.upstreams),
         )
-        summarise(report)
+        summarise(report, self.mirror)
         release_frozen()
         sdnotify.notify(f"STATUS={self.last_result}")
 

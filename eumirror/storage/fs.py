@@ -139,6 +139,18 @@ class Mirror:
                     raise StorageError(f"{path} is a symlink; refusing to use it")
             os.chmod(self.work, 0o700)
         except OSError as exc:
+            if exc.errno in (errno.EEXIST, errno.ENOTDIR):
+                paths = (self.tmp, self.partial, self.state_dir, self.work, self.root)
+                blocker = next(
+                    (p for p in (*paths, *self.root.parents) if p.exists() and not p.is_dir()),
+                    self.root,
+                )
+                raise StorageError(
+                    f"the mirror root {self.root} cannot be used: {blocker} is a file, "
+                    "not a folder",
+                    hint="point [mirror] root at a folder (or where one can be made), "
+                    "or move the file away",
+                ) from None
             raise storage_error(exc, self.root, "preparing the mirror root") from None
 
     def upstream_dir(self, upstream: str) -> Path:
