@@ -27,7 +27,13 @@ _PLAIN_RELATIVE = re.compile(
     r"[A-Za-z0-9._~!$&'()*+,=@%-][A-Za-z0-9._~!$&'()*+,=:@%/-]*\Z"
 )
 _PLAIN_FILE_NAME = re.compile(r"[A-Za-z0-9_~-][A-Za-z0-9._~-]{0,199}\Z")
-_PLAIN_DEST = re.compile(r"[A-Za-z0-9._~/-]+\Z")
+# RFC 3986 pchar: unreserved, sub-delims, ":" and "@" stay literal; everything else is encoded.
+_SUB_DELIMS = "!$&'()*+,;="
+_PCHAR_SAFE = _SUB_DELIMS + ":@"
+# The fast path: nothing to encode, and no ":" in a first segment (a relative reference would
+# read it as a scheme).
+_PLAIN_DEST = re.compile(r"(?![^/]*:)[A-Za-z0-9._~/!$&'()*+,;=:@-]+\Z")
+_PLAIN_DEST_NO_PLUS = re.compile(r"(?![^/]*:)[A-Za-z0-9._~/!$&'()*,;=:@-]+\Z")
 
 
 @dataclass(frozen=True)
@@ -149,12 +155,22 @@ def image_dest(name: str, source_url: str) -> str:
     return f"images/{name}/{safe_file_name(source_url)}"
 
 
-def dest_to_url(dest: str, public_base: str) -> str:
-    """The url written into the published catalog for a tarball at `dest` (RFC 3986 encoded)."""
-    if _PLAIN_DEST.match(dest):
+def dest_to_url(dest: str, public_base: str, *, encode_plus: bool = False) -> str:
+    """The url written into the published catalog for a tarball at `dest`.
+
+    Only what RFC 3986 requires in a path segment is percent-encoded: sub-delimiters, `:` and
+    `@` stay literal, so a client saving the file under the url's last segment gets the
+    upstream's file name (`euca-fedora-17(x86_64)+kvm.tar.gz`). `encode_plus` also encodes `+`
+    as `%2B`, for object stores that read a literal `+` in a key as a space.
+    """
+    plain = _PLAIN_DEST_NO_PLUS if encode_plus else _PLAIN_DEST
+    if plain.match(dest):
         return public_base + dest
-    encoded = "/".join(quote(part, safe="") for part in PurePosixPath(dest).parts)
-    return public_base + encoded
+    safe = _PCHAR_SAFE.replace("+", "") if encode_plus else _PCHAR_SAFE
+    parts = [quote(part, safe=safe) for part in PurePosixPath(dest).parts]
+    if not public_base and parts:
+        parts[0] = parts[0].replace(":", "%3A")  # not a scheme in a relative reference
+    return public_base + "/".join(parts)
 
 
 def redact(url: str) -> str:
