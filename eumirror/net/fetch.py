@@ -73,6 +73,14 @@ class CatalogFetch:
     last_modified: str | None
 
 
+@dataclass
+class _Prefix:
+    """The validators of the response that produced the bytes a sink holds: a retry within
+    one download() resumes with them."""
+
+    validators: Validators
+
+
 class AddressRefused(OSError):
     """A host whose every address is private: refused, and not worth a retry."""
 
@@ -397,23 +405,30 @@ class Fetcher:
 
     # -- tarballs ---------------------------------------------------------------------------
     async def download(self, url: str, sink: Sink, known: Validators) -> Validators:
-        """Stream `url` into `sink`, resuming from `sink.offset` when the upstream allows it."""
+        """Stream `url` into `sink`, resuming from `sink.offset` when the upstream allows it.
+
+        A retry resumes from what the failed attempt delivered, validated with the validators
+        of the response that produced those bytes (not the caller's, which may be older).
+        """
         if url.startswith("file:"):
             await self._file_download(url, sink)
             return Validators()
+        prefix = _Prefix(known)
         result: Validators = await self._with_retries(
-            redact(url), lambda: self._http_download(url, sink, known)
+            redact(url), lambda: self._http_download(url, sink, prefix)
         )
         return result
 
-    async def _http_download(self, url: str, sink: Sink, known: Validators) -> Validators:
+    async def _http_download(self, url: str, sink: Sink, prefix: _Prefix) -> Validators:
         headers: dict[str, str] = {}
-        if sink.offset and known.if_range():
+        if sink.offset and (if_range := prefix.validators.if_range()):
             headers["Range"] = f"bytes={sink.offset}-"
-            headers["If-Range"] = known.if_range() or ""
+            headers["If-Range"] = if_range
         resp = await self._open(url, headers)
         async with resp:
             if resp.status == 416 and sink.offset:
+                if _complete_length(resp.headers.get("Content-Range", "")) == sink.offset:
+                    return prefix.validators  # the prefix is the whole file (a long header)
                 await sink.restart()
                 raise FetchError(
                     f"{redact(url)}: the kept partial no longer fits; starting over",
@@ -429,8 +444,11 @@ class Fetcher:
                     raise FetchError(
                         f"{redact(url)}: unexpected Content-Range; starting over", transient=True
                     )
+                if not (got.etag or got.last_modified):
+                    got = prefix.validators  # the same representation, as If-Range said
             elif sink.offset:
                 await sink.restart()
+            prefix.validators = got  # what the bytes written from here on belong to
             sink.expect(resp.content_length or 0, got)
             received = await _pump(self._stream(resp, url), sink)
             _check_length(resp, received, url)
@@ -501,6 +519,13 @@ def _range_start(content_range: str) -> int:
         return int(rest.split("-", 1)[0]) if unit == "bytes" else -1
     except ValueError:
         return -1
+
+
+def _complete_length(content_range: str) -> int:
+    """N of a 416's `Content-Range: bytes */N`, or -1."""
+    unit, _, rest = content_range.partition(" ")
+    size = rest.partition("/")[2]
+    return int(size) if unit == "bytes" and size.isdigit() else -1
 
 
 def _raise_for_status(resp: aiohttp.ClientResponse, url: str) -> None:
