@@ -2,54 +2,25 @@
 
 from __future__ import annotations
 
-import ssl
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import Mirror, Upstream, human_lines, run_cli, tarball, write_config
-from faultserver import Fault, ThreadedFaultServer
+from faultserver import Fault, ThreadedFaultServer, self_signed, server_context
 from test_sync_e2e import assert_published_verifies
 
 
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    return cert, key
+    return self_signed(tmp_path_factory.mktemp("tls"))
 
 
 @pytest.fixture
 def https_server(
     upstream: Upstream, certificate: tuple[Path, Path]
 ) -> Iterator[ThreadedFaultServer]:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(*certificate)
-    with ThreadedFaultServer(upstream.folder, ssl_context=context) as srv:
+    with ThreadedFaultServer(upstream.folder, ssl_context=server_context(*certificate)) as srv:
         yield srv
 
 

@@ -32,6 +32,7 @@ from ..core.errors import CatalogError, FetchError
 from ..core.names import CHUNK
 from ..core.policy import HTTP_SCHEMES, Source, is_public_address, redact
 from ..log import log
+from . import messages
 
 MAX_REDIRECTS = 5
 MAX_RETRY_AFTER = 120.0
@@ -244,7 +245,7 @@ class Fetcher:
             return None
         return self.proxies[urlsplit(url).scheme]
 
-    async def _check_host(self, url: str) -> None:
+    async def _check_host(self, url: str, where: str) -> None:
         """Refuse an unlisted host whose address is not public (literal IPs skip the resolver)."""
         host = (urlsplit(url).hostname or "").lower().rstrip(".")
         if host in self.trusted or uses_proxy(url, self.proxies):
@@ -252,19 +253,23 @@ class Fetcher:
         loop = asyncio.get_running_loop()
         try:
             infos = await loop.getaddrinfo(host, None, type=socket.SOCK_STREAM)
-        except OSError as exc:
-            raise FetchError(f"cannot resolve {host}: {exc}", transient=True) from None
+        except OSError:
+            raise FetchError(_join(where, f"cannot resolve {host}"), transient=True) from None
         if not infos or not all(is_public_address(str(info[4][0])) for info in infos):
             raise FetchError(
-                f"{redact(url)}: host {host} is not a public address",
+                _join(where, f"host {host} is not a public address"),
                 hint="add it to the upstream's allow_hosts if it is meant",
             )
 
-    async def _open(self, url: str, headers: dict[str, str]) -> aiohttp.ClientResponse:
-        """GET with our redirect rules: a hop limit, http(s) only, never https to http."""
+    async def _open(self, url: str, headers: dict[str, str], where: str) -> _Opened:
+        """GET with our redirect rules: a hop limit, http(s) only, never https to http.
+
+        `where` starts each message ('catalog URL' or '' when the caller names the url).
+        """
         current = url
         for _hop in range(MAX_REDIRECTS + 1):
-            await self._check_host(current)
+            label = where if current == url else _join(where, f"redirected to {_show(current)}")
+            await self._check_host(current, label)
             try:
                 resp = await self.session.get(
                     current,
@@ -273,62 +278,77 @@ class Fetcher:
                     proxy=self._proxy_for(current),
                 )
             except aiohttp.ClientConnectorError as exc:
-                refused = isinstance(exc.os_error, AddressRefused)
-                message = exc.os_error.strerror if refused else _describe(exc)
-                raise FetchError(f"{redact(current)}: {message}", transient=not refused) from None
-            except (
-                aiohttp.ClientConnectionError,
-                aiohttp.ClientPayloadError,
-                TimeoutError,
-                OSError,
-            ) as exc:
-                raise FetchError(f"{redact(current)}: {_describe(exc)}", transient=True) from None
-            except aiohttp.ClientError as exc:
-                raise FetchError(f"{redact(current)}: {_describe(exc)}") from None
+                if isinstance(exc.os_error, AddressRefused):
+                    raise FetchError(_join(label, str(exc.os_error.strerror))) from None
+                raise self._connect_failed(exc, current, label) from None
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                raise self._connect_failed(exc, current, label) from None
             if resp.status not in REDIRECTS:
-                return resp
+                return _Opened(resp, label)
             location = resp.headers.get("Location", "")
             resp.release()
             target = urljoin(current, location)
             scheme = urlsplit(target).scheme.lower()
             if not location or scheme not in HTTP_SCHEMES:
-                raise FetchError(
-                    f"{redact(current)} redirects to {redact(target)!r}, which is not http(s)"
-                )
+                raise FetchError(_join(label, "redirects to an url that is not http(s)"))
             if urlsplit(current).scheme.lower() == "https" and scheme == "http":
-                raise FetchError(f"{redact(current)} redirects from https to http; refused")
+                raise FetchError(_join(label, "redirects from https to http; refused"))
             current = target
-        raise FetchError(f"{redact(url)}: more than {MAX_REDIRECTS} redirects")
+        raise FetchError(_join(where, f"more than {MAX_REDIRECTS} redirects"))
 
-    async def _stream(self, resp: aiohttp.ClientResponse, url: str) -> AsyncIterator[bytes]:
+    def _connect_failed(self, exc: BaseException, url: str, label: str) -> FetchError:
+        sentence = messages.connect_problem(
+            exc, _host_port(url), ca_file="", timeout=self.limits.connect_timeout
+        )
+        permanent = isinstance(exc, aiohttp.ClientSSLError | aiohttp.InvalidURL)
+        return FetchError(_join(label, sentence), transient=not permanent)
+
+    async def _stream(self, opened: _Opened) -> AsyncIterator[bytes]:
         """Body chunks with curl's low-speed rule: under N bytes/s for T seconds aborts."""
+        resp = opened.response
         limit, window = self.limits.low_speed_limit, self.limits.low_speed_time
         started = time.monotonic()
-        seen = 0
+        seen = total = 0
         try:
             while True:
                 # Chunks as they arrived: read(n) would join them into a copy first.
                 chunk, _ = await resp.content.readchunk()
                 if not chunk:
-                    return
+                    break
                 seen += len(chunk)
+                total += len(chunk)
                 self.on_bytes(len(chunk))
                 yield chunk
                 elapsed = time.monotonic() - started
                 if elapsed >= window:
                     if seen / elapsed < limit:
                         raise FetchError(
-                            f"{redact(url)}: slower than {limit} bytes/s for {window:g}s; aborted",
+                            _join(
+                                opened.where,
+                                f"slower than {limit} bytes/s for {window:g}s after "
+                                f"{messages.of_bytes(total, resp.content_length)}; aborted",
+                            ),
                             transient=True,
                         )
                     started, seen = time.monotonic(), 0
         except (
             aiohttp.ClientPayloadError,
             aiohttp.ClientConnectionError,
+            aiohttp.ClientResponseError,
             TimeoutError,
             OSError,
         ) as exc:
-            raise FetchError(f"{redact(url)}: {_describe(exc)}", transient=True) from None
+            sentence = messages.body_problem(exc, total, resp.content_length, window)
+            raise FetchError(_join(opened.where, sentence), transient=True) from None
+        expected = resp.content_length
+        if expected is not None and total < expected:
+            raise FetchError(
+                _join(
+                    opened.where,
+                    "the server closed the connection after " + messages.of_bytes(total, expected),
+                ),
+                transient=True,
+            )
 
     # -- catalogs ---------------------------------------------------------------------------
     async def fetch_catalog(
@@ -352,25 +372,31 @@ class Fetcher:
         if known.last_modified:
             headers["If-Modified-Since"] = known.last_modified
         cap = self.limits.catalog_max_bytes
-        resp = await self._open(url, headers)
+        where = f"catalog {_show(url)}"
+        opened = await self._open(url, headers, where)
+        resp = opened.response
         async with resp:
             if resp.status == 304 and (known.etag or known.last_modified):
                 return CatalogFetch(None, known.etag, known.last_modified)
-            _raise_for_status(resp, url)
+            _raise_for_status(resp, opened.where)
             on_changed()
+            kind = resp.headers.get("Content-Type", "")
+            if kind.split(";", 1)[0].strip().lower() == "text/html":
+                raise _html_page(where, kind)
             if resp.content_length is not None and resp.content_length > cap:
                 raise CatalogError(
-                    f"catalog {redact(url)} is {resp.content_length} bytes, "
-                    f"more than catalog_max_bytes ({cap})"
+                    f"{where} is {messages.count(resp.content_length)} bytes, "
+                    f"more than catalog_max_bytes ({messages.count(cap)})"
                 )
             body = bytearray()
-            async for chunk in self._stream(resp, url):
+            async for chunk in self._stream(opened):
                 body += chunk
                 if len(body) > cap:
                     raise CatalogError(
-                        f"catalog {redact(url)} is larger than catalog_max_bytes ({cap}); refused"
+                        f"{where} is larger than catalog_max_bytes ({messages.count(cap)}); refused"
                     )
-            _check_length(resp, len(body), url)
+            if body[:64].lstrip()[:1] == b"<":
+                raise _html_page(where, kind)
             etag = resp.headers.get("ETag")
             modified = resp.headers.get("Last-Modified")
             if not etag and not settled(modified, resp.headers.get("Date")):
@@ -424,25 +450,27 @@ class Fetcher:
         if sink.offset and (if_range := prefix.validators.if_range()):
             headers["Range"] = f"bytes={sink.offset}-"
             headers["If-Range"] = if_range
-        resp = await self._open(url, headers)
+        opened = await self._open(url, headers, "")
+        resp = opened.response
         async with resp:
             if resp.status == 416 and sink.offset:
                 if _complete_length(resp.headers.get("Content-Range", "")) == sink.offset:
                     return prefix.validators  # the prefix is the whole file (a long header)
                 await sink.restart()
                 raise FetchError(
-                    f"{redact(url)}: the kept partial no longer fits; starting over",
+                    _join(opened.where, "the kept partial no longer fits; starting over"),
                     transient=True,
                     retry_after=0.0,
                 )
-            _raise_for_status(resp, url)
+            _raise_for_status(resp, opened.where)
             got = Validators(resp.headers.get("ETag"), resp.headers.get("Last-Modified"))
             if resp.status == 206:
                 start = _range_start(resp.headers.get("Content-Range", ""))
                 if start != sink.offset:
                     await sink.restart()
                     raise FetchError(
-                        f"{redact(url)}: unexpected Content-Range; starting over", transient=True
+                        _join(opened.where, "unexpected Content-Range; starting over"),
+                        transient=True,
                     )
                 if not (got.etag or got.last_modified):
                     got = prefix.validators  # the same representation, as If-Range said
@@ -450,8 +478,7 @@ class Fetcher:
                 await sink.restart()
             prefix.validators = got  # what the bytes written from here on belong to
             sink.expect(resp.content_length or 0, got)
-            received = await _pump(self._stream(resp, url), sink)
-            _check_length(resp, received, url)
+            await _pump(self._stream(opened), sink)
             return got
 
     async def _file_download(self, url: str, sink: Sink) -> None:
@@ -505,12 +532,39 @@ async def _pump(chunks: AsyncIterator[bytes], sink: Sink) -> int:
     return total
 
 
-def _check_length(resp: aiohttp.ClientResponse, got: int, url: str) -> None:
-    expected = resp.content_length
-    if expected is not None and got < expected:
-        raise FetchError(
-            f"{redact(url)}: body ended after {got} of {expected} bytes", transient=True
-        )
+@dataclass
+class _Opened:
+    """A response and the words its messages start with (which url, which redirect hop)."""
+
+    response: aiohttp.ClientResponse
+    where: str
+
+
+def _join(where: str, sentence: str) -> str:
+    return messages.clip(f"{where}: {sentence}" if where else sentence)
+
+
+def _show(url: str) -> str:
+    """An url as a message shows it: credentials hidden, a very long one shortened."""
+    return messages.shorten(redact(url))
+
+
+def _host_port(url: str) -> str:
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or "?"
+        port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+    except ValueError:
+        return "?"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _html_page(where: str, kind: str) -> CatalogError:
+    shown = messages.printable(kind) or "none"
+    return CatalogError(
+        f"{where} is an HTML page (Content-Type {shown}), not a catalog",
+        hint="check the url and any login page or captive portal in between",
+    )
 
 
 def _range_start(content_range: str) -> int:
@@ -528,27 +582,16 @@ def _complete_length(content_range: str) -> int:
     return int(size) if unit == "bytes" and size.isdigit() else -1
 
 
-def _raise_for_status(resp: aiohttp.ClientResponse, url: str) -> None:
+def _raise_for_status(resp: aiohttp.ClientResponse, where: str) -> None:
     if resp.status in (200, 206):
         return
-    where = redact(url)
+    status = f"HTTP {resp.status} {messages.printable(resp.reason or '')}".rstrip()
     if resp.status == 429 or resp.status >= 500:
         wait = retry_after_seconds(resp.headers.get("Retry-After"))
         if wait is not None and wait > MAX_RETRY_AFTER:
             raise FetchError(
-                f"{where}: HTTP {resp.status}, asked to retry after {wait:.0f}s",
+                _join(where, f"{status}, asked to retry after {wait:.0f}s"),
                 hint="the next scheduled sync will try again",
             )
-        raise FetchError(
-            f"{where}: HTTP {resp.status} {resp.reason or ''}".rstrip(),
-            transient=True,
-            retry_after=wait,
-        )
-    raise FetchError(f"{where}: HTTP {resp.status} {resp.reason or ''}".rstrip())
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    text = str(exc) or type(exc).__name__
-    return text.splitlines()[0][:200]
+        raise FetchError(_join(where, status), transient=True, retry_after=wait)
+    raise FetchError(_join(where, status))
