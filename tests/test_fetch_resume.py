@@ -8,10 +8,12 @@ from conftest import name_of, tarball
 from faultserver import Fault, FaultServer
 
 from eumirror.core.config import Limits
+from eumirror.core.policy import Trust
 from eumirror.engine.download import PartialFile, SpaceBudget
 from eumirror.net.fetch import Fetcher, Validators
 
 SIZE = 32 << 20
+LOOPBACK = Trust(hosts=frozenset({"127.0.0.1"}))
 LIMITS = Limits(retries=2, connect_timeout=5.0, low_speed_time=10.0)
 
 
@@ -24,8 +26,10 @@ async def test_a_reset_at_90_percent_resumes_from_the_received_bytes(tmp_path: P
         srv.set_fault("/big.tgz", Fault(times=1, reset_after=SIZE * 9 // 10))
         partial = PartialFile(tmp_path / "big.part", SpaceBudget(1 << 40, 0), exists=False)
         await partial.open()
-        async with Fetcher(LIMITS, trusted_hosts=frozenset({"127.0.0.1"})) as fetcher:
-            got = await fetcher.download(srv.url_for("/big.tgz"), partial, Validators())
+        async with Fetcher(LIMITS) as fetcher:
+            got = await fetcher.download(
+                srv.url_for("/big.tgz"), partial, Validators(), trust=LOOPBACK
+            )
         await partial.drain()
         digest = partial.finish(name_of(data))
 
@@ -57,8 +61,10 @@ async def test_a_changed_upstream_during_the_retry_starts_over(tmp_path: Path) -
         )
         partial = PartialFile(tmp_path / "x.part", SpaceBudget(1 << 40, 0), exists=False)
         await partial.open()
-        async with Fetcher(LIMITS, trusted_hosts=frozenset({"127.0.0.1"})) as fetcher:
-            got = await fetcher.download(srv.url_for("/x.tgz"), partial, Validators())
+        async with Fetcher(LIMITS) as fetcher:
+            got = await fetcher.download(
+                srv.url_for("/x.tgz"), partial, Validators(), trust=LOOPBACK
+            )
         await partial.drain()
         partial.finish(name_of(new))
         seen = srv.seen("/x.tgz")
@@ -76,8 +82,8 @@ async def test_a_body_shorter_than_its_length_completes_on_the_retry(tmp_path: P
         srv.set_fault("/s.tgz", Fault(times=1, length_delta=100))
         partial = PartialFile(tmp_path / "s.part", SpaceBudget(1 << 40, 0), exists=False)
         await partial.open()
-        async with Fetcher(LIMITS, trusted_hosts=frozenset({"127.0.0.1"})) as fetcher:
-            await fetcher.download(srv.url_for("/s.tgz"), partial, Validators())
+        async with Fetcher(LIMITS) as fetcher:
+            await fetcher.download(srv.url_for("/s.tgz"), partial, Validators(), trust=LOOPBACK)
         await partial.drain()
         partial.finish(name_of(data))
         assert srv.requests("/s.tgz") == 2

@@ -14,12 +14,12 @@ from faultserver import server_context as tls_context
 
 from eumirror.core.config import Limits
 from eumirror.core.errors import CatalogError, EumirrorError, FetchError
-from eumirror.core.policy import Source
+from eumirror.core.policy import Source, Trust
 from eumirror.engine.download import PartialFile, SpaceBudget
 from eumirror.net.fetch import Fetcher, Validators
 
 LIMITS = Limits(retries=0, connect_timeout=5.0, low_speed_time=10.0)
-LOOPBACK = frozenset({"127.0.0.1"})
+LOOPBACK = Trust(hosts=frozenset({"127.0.0.1"}))
 BODY = tarball(5, 20_000)
 
 
@@ -34,9 +34,9 @@ async def failure(url: str, tmp_path: Path) -> str:
     """The one line a download of `url` fails with."""
     partial = PartialFile(tmp_path / "t.part", SpaceBudget(1 << 40, 0), exists=False)
     await partial.open()
-    async with Fetcher(LIMITS, trusted_hosts=LOOPBACK) as fetcher:
+    async with Fetcher(LIMITS) as fetcher:
         with pytest.raises(FetchError) as caught:
-            await fetcher.download(url, partial, Validators())
+            await fetcher.download(url, partial, Validators(), trust=LOOPBACK)
     await partial.keep_for_resume()
     return assert_ours(caught.value)
 
@@ -128,7 +128,7 @@ async def test_an_html_catalog_is_a_catalog_error_naming_url_and_type(
     srv.put("/catalog", b'{"version": "1", "images": []}', "application/json")
     srv.set_fault("/catalog", fault)
     url = srv.url_for("/catalog")
-    async with Fetcher(LIMITS, trusted_hosts=LOOPBACK) as fetcher:
+    async with Fetcher(LIMITS) as fetcher:
         with pytest.raises(CatalogError) as caught:
             await fetcher.fetch_catalog(Source(url), Validators())
     line = assert_ours(caught.value)

@@ -1,4 +1,5 @@
-"""Rules about urls and paths: resolution, allowed schemes and hosts, safe file names, redaction.
+"""Rules about urls and paths: resolution, allowed schemes and hosts, trust, safe file names,
+redaction.
 
 Pure. No local path is ever built from an upstream url except through `safe_file_name`.
 """
@@ -10,7 +11,7 @@ import ipaddress
 import posixpath
 import re
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from urllib.parse import quote, unquote, urljoin, urlsplit, urlunsplit
 
@@ -34,6 +35,96 @@ _PCHAR_SAFE = _SUB_DELIMS + ":@"
 # read it as a scheme).
 _PLAIN_DEST = re.compile(r"(?![^/]*:)[A-Za-z0-9._~/!$&'()*+,;=:@-]+\Z")
 _PLAIN_DEST_NO_PLUS = re.compile(r"(?![^/]*:)[A-Za-z0-9._~/!$&'()*,;=:@-]+\Z")
+
+
+@dataclass(frozen=True)
+class Trust:
+    """What the requests of one upstream may reach, and how: never shared between upstreams.
+
+    `hosts` may have private addresses (the catalog's host and the upstream's allow_hosts);
+    every other host must resolve to public addresses only. `proxy` is None to follow the
+    environment (http_proxy, https_proxy, no_proxy), "" for none, or a proxy url. `auth` is the
+    catalog url's userinfo, sent only to the catalog's own origin (`auth_origin`).
+    """
+
+    hosts: frozenset[str] = frozenset()
+    proxy: str | None = field(default=None, repr=False)
+    ca_file: str = ""
+    auth: tuple[str, str] | None = field(default=None, repr=False)
+    auth_origin: str = ""
+
+
+def origin(url: str) -> str:
+    """scheme://host:port of an url, lower-cased, with the default port spelled out."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    port = parts.port or (443 if scheme == "https" else 80)
+    return f"{scheme}://{(parts.hostname or '').lower()}:{port}"
+
+
+def split_credentials(url: str) -> tuple[str, tuple[str, str] | None]:
+    """The url without its userinfo, and the (user, password) it carried, percent-decoded.
+
+    Credentials then travel only as an Authorization header, never in an url that could
+    reach a log line, a state file or a message.
+    """
+    parts = urlsplit(url)
+    if parts.username is None:
+        return url, None
+    host = parts.netloc.rpartition("@")[2]
+    bare = urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+    return bare, (unquote(parts.username), unquote(parts.password or ""))
+
+
+def check_url(value: str, schemes: frozenset[str]) -> None:
+    """Refuse an url that cannot be requested: scheme, host, port. The message shows the url
+    redacted, so a password in it is never echoed."""
+    shown = redact(value)
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError as exc:
+        problem = "its port is not a number from 1 to 65535" if "ort" in str(exc) else ""
+        raise ValueError(f"{shown!r}: {problem or 'it cannot be parsed as an url'}") from None
+    if parts.scheme.lower() not in schemes:
+        allowed = ", ".join(f"{s}://" for s in sorted(schemes))
+        raise ValueError(f"{shown!r}: use {allowed}")
+    if port == 0:
+        raise ValueError(f"{shown!r}: its port is not a number from 1 to 65535")
+    host = parts.hostname or ""
+    if not _valid_host(host):
+        raise ValueError(f"{shown!r}: {host!r} is not a valid host name or address")
+    if _FORBIDDEN_IN_URL.search(value):
+        raise ValueError(f"{shown!r}: contains a space, control character or backslash")
+
+
+_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)\Z")
+
+
+def _valid_host(host: str) -> bool:
+    if not host:
+        return False
+    if is_ip_literal(host):
+        return True
+    if re.fullmatch(r"[0-9.]+", host):
+        return False  # 127.1, 2130706433: legacy forms aiohttp refuses
+    try:
+        ascii_host = host.encode("idna").decode("ascii")
+    except UnicodeError:
+        return False
+    labels = ascii_host.rstrip(".").split(".")
+    return len(ascii_host) <= 253 and all(_HOST_LABEL.match(label) for label in labels)
+
+
+def is_ip_literal(host: str) -> bool:
+    """An IPv4 or IPv6 address (no lookup needed, none done)."""
+    if not host or not (host[-1].isdigit() or ":" in host):
+        return False  # the common case, a name: no parsing
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)

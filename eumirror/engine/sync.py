@@ -258,7 +258,9 @@ class Syncer:
         known = (
             Validators(meta.get("etag"), meta.get("last_modified")) if conditional else Validators()
         )
-        fetched = await self.fetcher.fetch_catalog(up.source, known, self._start_inventory)
+        fetched = await self.fetcher.fetch_catalog(
+            up.source, known, self._start_inventory, trust=up.trust
+        )
         if fetched.body is not None:
             return fetched
         report.result, report.unchanged = "success", True
@@ -453,7 +455,7 @@ class Syncer:
                 if not (resumed and partial.current_name() == step.name):
                     async with self.semaphore:
                         began = time.monotonic()
-                        await self.fetcher.download(step.source_url, partial, known)
+                        await self.fetcher.download(step.source_url, partial, known, trust=up.trust)
                     await partial.drain()
                 else:
                     began = time.monotonic()

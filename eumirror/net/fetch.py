@@ -1,7 +1,8 @@
 """The one HTTP seam: limits, redirects, retries, address rules, and streaming into a sink.
 
 Every transfer goes through `Fetcher`, so no caller can forget the catalog size cap, the low-speed
-abort, the redirect rules or the address filter.
+abort, the redirect rules or the address filter. Each request names the trust of the upstream it
+serves (`Upstream.trust`) and goes out through that upstream's own channel (net/channel.py).
 """
 
 from __future__ import annotations
@@ -9,12 +10,11 @@ from __future__ import annotations
 import asyncio
 import asyncio.selector_events
 import email.utils
-import errno
+import functools
+import os
 import random
-import socket
 import time
-import urllib.request
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -23,16 +23,17 @@ from urllib.parse import unquote, urljoin, urlsplit
 import aiofiles
 import aiofiles.os
 import aiohttp
-from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.resolver import DefaultResolver
+from aiohttp.abc import AbstractResolver
 
-from .. import __version__
 from ..core.config import Limits
 from ..core.errors import CatalogError, FetchError
 from ..core.names import CHUNK
-from ..core.policy import HTTP_SCHEMES, Source, is_public_address, redact
+from ..core.policy import HTTP_SCHEMES, Source, Trust, redact
 from ..log import log
 from . import messages
+from .channel import Channel, open_channel
+from .proxy import Proxies, from_environment
+from .resolver import AddressRefused
 
 MAX_REDIRECTS = 5
 MAX_RETRY_AFTER = 120.0
@@ -82,60 +83,6 @@ class _Prefix:
     validators: Validators
 
 
-class AddressRefused(OSError):
-    """A host whose every address is private: refused, and not worth a retry."""
-
-
-class PublicOnlyResolver(AbstractResolver):
-    """Resolves names, keeping only public addresses unless the host is trusted.
-
-    Checked when connecting, so a name that re-binds to a private address after a first lookup
-    still cannot reach it.
-    """
-
-    def __init__(self, trusted: frozenset[str]) -> None:
-        self._inner = DefaultResolver()
-        self._trusted = trusted
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        results = await self._inner.resolve(host, port, family)
-        if host.lower().rstrip(".") in self._trusted:
-            return results
-        public = [r for r in results if is_public_address(r["host"])]
-        if not public:
-            raise AddressRefused(
-                errno.EACCES,
-                f"{host} resolves only to non-public addresses; add it to the upstream's "
-                "allow_hosts to trust it",
-            )
-        return public
-
-    async def close(self) -> None:
-        await self._inner.close()
-
-
-def uses_proxy(url: str, proxies: dict[str, str]) -> bool:
-    """Whether the environment sends this url through a proxy, which then resolves the host."""
-    if not proxies:
-        return False  # the common case, once or twice per request: no parsing
-    parts = urlsplit(url)
-    if parts.scheme not in proxies:
-        return False
-    return not urllib.request.proxy_bypass(parts.netloc)
-
-
-def proxy_hosts(proxies: dict[str, str]) -> frozenset[str]:
-    """The proxies' own hosts: trusted as configured, like the catalogs' hosts."""
-    hosts = set()
-    for value in proxies.values():
-        host = urlsplit(value if "://" in value else f"http://{value}").hostname
-        if host:
-            hosts.add(host.lower())
-    return frozenset(hosts)
-
-
 def _larger_socket_reads() -> None:
     """asyncio reads a socket 256 KiB at a time; 1 MiB reads cut the per-read cost on the one
     thread that moves every byte (measured: 2 GiB of big tarballs 12 % faster). A class
@@ -175,52 +122,46 @@ def backoff(attempt: int) -> float:
 
 
 class Fetcher:
+    """Every transfer of a run; each request goes out through its upstream's own channel."""
+
     def __init__(
         self,
         limits: Limits,
         *,
-        trusted_hosts: frozenset[str] = frozenset(),
         on_bytes: Callable[[int], None] | None = None,
+        environ: Mapping[str, str] | None = None,
+        resolver: AbstractResolver | None = None,
     ) -> None:
         self.limits = limits
-        self.proxies = urllib.request.getproxies()
-        self.trusted = frozenset(h.lower() for h in trusted_hosts) | proxy_hosts(self.proxies)
         self.on_bytes = on_bytes or (lambda n: None)
-        self._session: aiohttp.ClientSession | None = None
+        self._environ = os.environ if environ is None else environ
+        self._resolver = resolver
+        self._channels: dict[Trust, Channel] = {}
+        self._entered = False
 
     async def __aenter__(self) -> Fetcher:
         _larger_socket_reads()
-        connector = aiohttp.TCPConnector(
-            resolver=PublicOnlyResolver(self.trusted),
-            limit=64,
-            ttl_dns_cache=None,
-            use_dns_cache=False,
-        )
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            auto_decompress=False,
-            # Proxies come from the environment through _proxy_for; aiohttp's own trust_env
-            # would also re-read ~/.netrc in a worker thread for every request.
-            trust_env=False,
-            read_bufsize=CHUNK,
-            timeout=aiohttp.ClientTimeout(
-                total=None,
-                connect=None,
-                sock_connect=self.limits.connect_timeout,
-                sock_read=self.limits.low_speed_time,
-            ),
-            headers={"User-Agent": f"eumirror/{__version__}", "Accept-Encoding": "identity"},
-        )
+        self._entered = True
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._session is not None:
-            await self._session.close()
+        self._entered = False
+        channels, self._channels = list(self._channels.values()), {}
+        for channel in channels:
+            await channel.close()
 
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        assert self._session is not None, "use Fetcher as an async context manager"
-        return self._session
+    def channel(self, trust: Trust) -> Channel:
+        """The channel of one upstream's trust, opened on first use."""
+        found = self._channels.get(trust)
+        if found is None:
+            assert self._entered, "use Fetcher as an async context manager"
+            found = open_channel(trust, self.limits, self._environment, self._resolver)
+            self._channels[trust] = found
+        return found
+
+    @functools.cache  # noqa: B019 (one Fetcher per run)
+    def _environment(self) -> Proxies:
+        return from_environment(self._environ)
 
     # -- retries ----------------------------------------------------------------------------
     async def _with_retries(self, what: str, attempt_once: Callable[[], Awaitable[Any]]) -> Any:
@@ -239,50 +180,29 @@ class Fetcher:
                 await asyncio.sleep(delay)
 
     # -- requests ---------------------------------------------------------------------------
-    def _proxy_for(self, url: str) -> str | None:
-        """HTTP_PROXY / HTTPS_PROXY / NO_PROXY, as curl and urllib read them."""
-        if not uses_proxy(url, self.proxies):
-            return None
-        return self.proxies[urlsplit(url).scheme]
-
-    async def _check_host(self, url: str, where: str) -> None:
-        """Refuse an unlisted host whose address is not public (literal IPs skip the resolver)."""
-        host = (urlsplit(url).hostname or "").lower().rstrip(".")
-        if host in self.trusted or uses_proxy(url, self.proxies):
-            return
-        loop = asyncio.get_running_loop()
-        try:
-            infos = await loop.getaddrinfo(host, None, type=socket.SOCK_STREAM)
-        except OSError:
-            raise FetchError(_join(where, f"cannot resolve {host}"), transient=True) from None
-        if not infos or not all(is_public_address(str(info[4][0])) for info in infos):
-            raise FetchError(
-                _join(where, f"host {host} is not a public address"),
-                hint="add it to the upstream's allow_hosts if it is meant",
-            )
-
-    async def _open(self, url: str, headers: dict[str, str], where: str) -> _Opened:
-        """GET with our redirect rules: a hop limit, http(s) only, never https to http.
+    async def _open(
+        self, channel: Channel, url: str, headers: dict[str, str], where: str
+    ) -> _Opened:
+        """GET with our redirect rules: a hop limit, http(s) only, never https to http; every
+        hop passes the upstream's address rule (its channel's resolver, or admit() before a
+        proxy).
 
         `where` starts each message ('catalog URL' or '' when the caller names the url).
         """
         current = url
         for _hop in range(MAX_REDIRECTS + 1):
             label = where if current == url else _join(where, f"redirected to {_show(current)}")
-            await self._check_host(current, label)
             try:
-                resp = await self.session.get(
-                    current,
-                    headers=headers,
-                    allow_redirects=False,
-                    proxy=self._proxy_for(current),
-                )
+                options = await channel.admit(current, headers)
+                resp = await channel.session.get(current, allow_redirects=False, **options)
+            except AddressRefused as exc:
+                raise FetchError(_join(label, str(exc.strerror))) from None
             except aiohttp.ClientConnectorError as exc:
                 if isinstance(exc.os_error, AddressRefused):
                     raise FetchError(_join(label, str(exc.os_error.strerror))) from None
-                raise self._connect_failed(exc, current, label) from None
+                raise self._connect_failed(exc, current, label, channel) from None
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-                raise self._connect_failed(exc, current, label) from None
+                raise self._connect_failed(exc, current, label, channel) from None
             if resp.status not in REDIRECTS:
                 return _Opened(resp, label)
             location = resp.headers.get("Location", "")
@@ -296,9 +216,18 @@ class Fetcher:
             current = target
         raise FetchError(_join(where, f"more than {MAX_REDIRECTS} redirects"))
 
-    def _connect_failed(self, exc: BaseException, url: str, label: str) -> FetchError:
+    def _connect_failed(
+        self, exc: BaseException, url: str, label: str, channel: Channel
+    ) -> FetchError:
+        if isinstance(exc, OSError) and not isinstance(exc, aiohttp.ClientError):
+            # Our own lookup before a proxy: the name does not resolve.
+            host = urlsplit(url).hostname or "?"
+            return FetchError(_join(label, f"cannot resolve {host}"), transient=True)
         sentence = messages.connect_problem(
-            exc, _host_port(url), ca_file="", timeout=self.limits.connect_timeout
+            exc,
+            _host_port(url),
+            ca_file=channel.trust.ca_file,
+            timeout=self.limits.connect_timeout,
         )
         permanent = isinstance(exc, aiohttp.ClientSSLError | aiohttp.InvalidURL)
         return FetchError(_join(label, sentence), transient=not permanent)
@@ -352,19 +281,27 @@ class Fetcher:
 
     # -- catalogs ---------------------------------------------------------------------------
     async def fetch_catalog(
-        self, source: Source, known: Validators, on_changed: Callable[[], None] = lambda: None
+        self,
+        source: Source,
+        known: Validators,
+        on_changed: Callable[[], None] = lambda: None,
+        *,
+        trust: Trust | None = None,
     ) -> CatalogFetch:
         """The catalog, or a body of None when unchanged; `on_changed` is called as soon as it is
-        known that a new body is coming (so the caller can start work that needs it)."""
+        known that a new body is coming (so the caller can start work that needs it).
+
+        `trust` is the upstream's (Upstream.trust); without it only the catalog's host is."""
         if source.is_file:
             return await self._file_catalog(source, known, on_changed)
+        channel = self.channel(trust or Trust(hosts=frozenset({source.host})))
         result: CatalogFetch = await self._with_retries(
-            redact(source.url), lambda: self._http_catalog(source.url, known, on_changed)
+            redact(source.url), lambda: self._http_catalog(channel, source.url, known, on_changed)
         )
         return result
 
     async def _http_catalog(
-        self, url: str, known: Validators, on_changed: Callable[[], None]
+        self, channel: Channel, url: str, known: Validators, on_changed: Callable[[], None]
     ) -> CatalogFetch:
         headers: dict[str, str] = {}
         if known.etag:
@@ -373,7 +310,7 @@ class Fetcher:
             headers["If-Modified-Since"] = known.last_modified
         cap = self.limits.catalog_max_bytes
         where = f"catalog {_show(url)}"
-        opened = await self._open(url, headers, where)
+        opened = await self._open(channel, url, headers, where)
         resp = opened.response
         async with resp:
             if resp.status == 304 and (known.etag or known.last_modified):
@@ -430,27 +367,34 @@ class Fetcher:
         return CatalogFetch(body, tag, None)
 
     # -- tarballs ---------------------------------------------------------------------------
-    async def download(self, url: str, sink: Sink, known: Validators) -> Validators:
+    async def download(
+        self, url: str, sink: Sink, known: Validators, *, trust: Trust
+    ) -> Validators:
         """Stream `url` into `sink`, resuming from `sink.offset` when the upstream allows it.
 
-        A retry resumes from what the failed attempt delivered, validated with the validators
-        of the response that produced those bytes (not the caller's, which may be older).
+        `trust` is the upstream's (Upstream.trust): its hosts are the only non-public ones
+        this request, or any redirect of it, may reach. A retry resumes from what the failed
+        attempt delivered, validated with the validators of the response that produced those
+        bytes (not the caller's, which may be older).
         """
         if url.startswith("file:"):
             await self._file_download(url, sink)
             return Validators()
+        channel = self.channel(trust)
         prefix = _Prefix(known)
         result: Validators = await self._with_retries(
-            redact(url), lambda: self._http_download(url, sink, prefix)
+            redact(url), lambda: self._http_download(channel, url, sink, prefix)
         )
         return result
 
-    async def _http_download(self, url: str, sink: Sink, prefix: _Prefix) -> Validators:
+    async def _http_download(
+        self, channel: Channel, url: str, sink: Sink, prefix: _Prefix
+    ) -> Validators:
         headers: dict[str, str] = {}
         if sink.offset and (if_range := prefix.validators.if_range()):
             headers["Range"] = f"bytes={sink.offset}-"
             headers["If-Range"] = if_range
-        opened = await self._open(url, headers, "")
+        opened = await self._open(channel, url, headers, "")
         resp = opened.response
         async with resp:
             if resp.status == 416 and sink.offset:
