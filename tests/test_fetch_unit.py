@@ -130,3 +130,12 @@ def test_an_upstream_proxy_key_overrides_the_environment() -> None:
     own = for_upstream("http://own:2", env)
     assert own.route("https", "x.example") == Route("http://own:2", "own")
     assert own.route("http", "n.example") is None
+
+
+def test_an_unusable_proxy_variable_is_named_without_its_value() -> None:
+    """A socks or malformed proxy in the environment names the variable, never its password."""
+    with pytest.raises(ValueError) as caught:
+        from_environment({"https_proxy": "socks5://u:hunter2@p:1080"})
+    assert str(caught.value) == "$https_proxy: only http:// proxies are supported"
+    with pytest.raises(ValueError, match=r"\$ALL_PROXY: the proxy's port"):
+        from_environment({"ALL_PROXY": "http://u:hunter2@p:99999"})

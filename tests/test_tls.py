@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -74,3 +75,31 @@ def test_https_to_http_redirect_is_refused(
     assert done.returncode == 1
     assert server.requests("/a/img.tgz") == 0
     assert any("https to http" in line for line in human_lines(done.stderr))
+
+
+def test_https_upstream_with_its_own_ca_file(
+    tmp_path: Path,
+    upstream: Upstream,
+    https_server: ThreadedFaultServer,
+    certificate: tuple[Path, Path],
+) -> None:
+    """`ca_file` in the upstream's table trusts the private CA for that upstream alone; without
+    it the line names host:port and what to set."""
+    upstream.add("a/img.tgz", tarball(1))
+    upstream.write()
+    root = tmp_path / "root"
+    config = write_config(
+        tmp_path / "c.toml", root=root, upstreams={"up": f"{https_server.url}/catalog"}
+    )
+    refused = run_cli("sync", "--once", "--config", str(config))
+    port = https_server.url.rpartition(":")[2]
+    assert human_lines(refused.stderr) == [
+        f"eumirror: up: catalog {https_server.url}/catalog: TLS: the certificate of "
+        f"127.0.0.1:{port} is self-signed (set SSL_CERT_FILE or the upstream's ca_file); "
+        "the published catalog is unchanged and the next sync tries again"
+    ]
+
+    config.write_text(config.read_text() + f"ca_file = {json.dumps(str(certificate[0]))}\n")
+    done = run_cli("sync", "--once", "--config", str(config))
+    assert done.returncode == 0, done.stderr
+    assert_published_verifies(Mirror(root, config))

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import asyncio.selector_events
 import email.utils
-import functools
 import os
 import random
 import time
@@ -137,6 +136,7 @@ class Fetcher:
         self._environ = os.environ if environ is None else environ
         self._resolver = resolver
         self._channels: dict[Trust, Channel] = {}
+        self._proxies: Proxies | None = None
         self._entered = False
 
     async def __aenter__(self) -> Fetcher:
@@ -159,9 +159,11 @@ class Fetcher:
             self._channels[trust] = found
         return found
 
-    @functools.cache  # noqa: B019 (one Fetcher per run)
     def _environment(self) -> Proxies:
-        return from_environment(self._environ)
+        """The environment's proxies, read once per Fetcher (when a first channel opens)."""
+        if self._proxies is None:
+            self._proxies = from_environment(self._environ)
+        return self._proxies
 
     # -- retries ----------------------------------------------------------------------------
     async def _with_retries(self, what: str, attempt_once: Callable[[], Awaitable[Any]]) -> Any:

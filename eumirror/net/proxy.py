@@ -51,20 +51,26 @@ class Proxies:
 def from_environment(environ: Mapping[str, str]) -> Proxies:
     """http_proxy, https_proxy, all_proxy and no_proxy as curl reads them."""
 
-    def first(*names: str) -> str:
+    def first(*names: str) -> tuple[str, str]:
         for name in names:
             value = environ.get(name, "").strip()
             if value:
-                return value
-        return ""
+                return name, value
+        return "", ""
 
-    fallback = first("all_proxy", "ALL_PROXY")
-    http = first("http_proxy") or fallback
-    https = first("https_proxy", "HTTPS_PROXY") or fallback
-    no_proxy = first("no_proxy", "NO_PROXY")
+    def route(*names: str) -> Route | None:
+        name, value = first(*names, "all_proxy", "ALL_PROXY")
+        if not value:
+            return None
+        try:
+            return parse_route(value)
+        except ValueError as exc:
+            raise ValueError(f"${name}: {exc}") from None  # the value may hold a password
+
+    no_proxy = first("no_proxy", "NO_PROXY")[1]
     return Proxies(
-        http=parse_route(http) if http else None,
-        https=parse_route(https) if https else None,
+        http=route("http_proxy"),
+        https=route("https_proxy", "HTTPS_PROXY"),
         no_proxy=tuple(e for e in no_proxy.replace(" ", ",").split(",") if e),
     )
 
@@ -87,7 +93,10 @@ def parse_route(value: str) -> Route:
     parts = urlsplit(text)
     if parts.scheme.lower() != "http" or not parts.hostname:
         raise ValueError("only http:// proxies are supported")
-    parts.port  # noqa: B018 (validates the port)
+    try:
+        parts.port  # noqa: B018 (validates the port)
+    except ValueError:
+        raise ValueError("the proxy's port is not a number from 1 to 65535") from None
     netloc = parts.netloc.rpartition("@")[2]
     auth = None
     if parts.username is not None:
