@@ -11,6 +11,7 @@ import pytest
 from conftest import Mirror, Upstream, human_lines, tarball
 from faultserver import HTML_BODY, Fault, FaultServer, ThreadedFaultServer, self_signed
 from faultserver import server_context as tls_context
+from trustkit import FixedAnswers, download
 
 from eumirror.core.config import Limits
 from eumirror.core.errors import CatalogError, EumirrorError, FetchError
@@ -165,3 +166,13 @@ def test_each_failed_image_is_one_line_with_its_url_once(
     # Each retry resumes, so the last attempt asked for what was still missing.
     assert re.search(r"connection reset after 1,000 of [1-5],000 bytes", joined), joined
     assert "HTTP 410 Gone" in joined
+
+
+async def test_an_unresolvable_name_is_named(tmp_path: Path) -> None:
+    """A name that does not resolve: 'cannot resolve NAME', directly or before a proxy."""
+    names = FixedAnswers({})  # no DNS traffic: a test resolver that knows no name
+    for environ in ({}, {"http_proxy": "http://127.0.0.1:9"}):
+        got, line = await download(
+            "http://nowhere.test:8080/t.tgz", Trust(), tmp_path, environ=environ, resolver=names
+        )
+        assert (got, line) == (0, "cannot resolve nowhere.test")

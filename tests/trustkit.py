@@ -31,7 +31,7 @@ class FixedAnswers:
     ) -> list[ResolveResult]:
         self.asked.append(host)
         if host not in self.table:
-            raise OSError(f"{host} does not resolve")
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
         return [
             ResolveResult(
                 hostname=host,

@@ -196,9 +196,13 @@ class Fetcher:
             label = where if current == url else _join(where, f"redirected to {_show(current)}")
             try:
                 options = await channel.admit(current, headers)
-                resp = await channel.session.get(current, allow_redirects=False, **options)
             except AddressRefused as exc:
                 raise FetchError(_join(label, str(exc.strerror))) from None
+            except OSError:  # our own lookup, before a proxy
+                host = urlsplit(current).hostname or "?"
+                raise FetchError(_join(label, f"cannot resolve {host}"), transient=True) from None
+            try:
+                resp = await channel.session.get(current, allow_redirects=False, **options)
             except aiohttp.ClientConnectorError as exc:
                 if isinstance(exc.os_error, AddressRefused):
                     raise FetchError(_join(label, str(exc.os_error.strerror))) from None
@@ -221,10 +225,6 @@ class Fetcher:
     def _connect_failed(
         self, exc: BaseException, url: str, label: str, channel: Channel
     ) -> FetchError:
-        if isinstance(exc, OSError) and not isinstance(exc, aiohttp.ClientError):
-            # Our own lookup before a proxy: the name does not resolve.
-            host = urlsplit(url).hostname or "?"
-            return FetchError(_join(label, f"cannot resolve {host}"), transient=True)
         sentence = messages.connect_problem(
             exc,
             _host_port(url),

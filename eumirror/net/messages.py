@@ -122,7 +122,7 @@ def connect_problem(exc: BaseException, host_port: str, *, ca_file: str, timeout
             f"{host_port} sent an answer that is not valid HTTP "
             "(a bad status line, or more bytes than its Content-Length)"
         )
-    os_error = getattr(exc, "os_error", None)
+    os_error = getattr(exc, "os_error", None) or (exc if isinstance(exc, OSError) else None)
     if isinstance(os_error, socket.gaierror) or isinstance(exc, aiohttp.ClientConnectorDNSError):
         return f"cannot resolve {host_port.rpartition(':')[0].strip('[]')}"
     if isinstance(os_error, ConnectionRefusedError):
