@@ -56,6 +56,8 @@ __all__ = [
     "SeenRequest",
     "ThreadedFaultServer",
     "main",
+    "self_signed",
+    "server_context",
 ]
 
 Framing = Literal["length", "chunked", "close"]
@@ -144,6 +146,9 @@ class Fault:
     drip_interval: float = 1.0
     endless: bool = False
     """Repeat the body forever (chunked unless framing="close") until the client leaves."""
+    excess: bytes = b""
+    """Written raw after the body (framing="length"), past the declared Content-Length, then
+    the connection is closed: a server that sends more than it announced."""
 
     def __post_init__(self) -> None:
         problems: list[str] = []
@@ -860,6 +865,13 @@ class FaultServer:
         transport = request.transport
         if transport is None:
             return resp
+        if f.excess:
+            with contextlib.suppress(ConnectionError):
+                await resp.write_eof()
+            transport.write(f.excess)
+            self._stats.add_bytes(path, len(f.excess))
+            transport.close()
+            return resp
         if f.reset_after is not None:
             await self._flush(request)
             _rst(transport)
@@ -1031,6 +1043,37 @@ class ThreadedFaultServer:
 
 
 # --- command line ------------------------------------------------------------------------
+def self_signed(folder: Path, host: str = "127.0.0.1") -> tuple[Path, Path]:
+    """A self-signed certificate and key for ``host`` (an IP address or a name), via openssl."""
+    import ipaddress
+    import subprocess
+
+    try:
+        ipaddress.ip_address(host)
+        san = f"IP:{host}"
+    except ValueError:
+        san = f"DNS:{host}"
+    cert, key = folder / f"{host}.cert.pem", folder / f"{host}.key.pem"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"),
+            *("-subj", f"/CN={host}", "-addext", f"subjectAltName={san}"),
+            *("-keyout", str(key), "-out", str(cert)),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return cert, key
+
+
+def server_context(cert: Path, key: Path) -> ssl.SSLContext:
+    """A server-side TLS context serving ``cert``."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context
+
+
 def _write_port_file(path: str, port: int) -> None:
     tmp = f"{path}.tmp{os.getpid()}"
     with open(tmp, "w", encoding="ascii") as fh:

@@ -8,7 +8,9 @@ from typing import Any
 import pytest
 from aiohttp.abc import ResolveResult
 
-from eumirror.net.fetch import AddressRefused, PublicOnlyResolver, retry_after_seconds, settled
+from eumirror.net.fetch import retry_after_seconds, settled
+from eumirror.net.proxy import Route, bypassed, for_upstream, from_environment, parse_route
+from eumirror.net.resolver import AddressRefused, TrustResolver
 
 
 class FixedAnswers:
@@ -29,10 +31,8 @@ class FixedAnswers:
         return None
 
 
-def resolver(trusted: frozenset[str], *answers: str) -> PublicOnlyResolver:
-    r = PublicOnlyResolver(trusted)
-    r._inner = FixedAnswers(*answers)  # type: ignore[assignment]
-    return r
+def resolver(trusted: frozenset[str], *answers: str) -> TrustResolver:
+    return TrustResolver(trusted, FixedAnswers(*answers))  # type: ignore[arg-type]
 
 
 async def test_resolver_refuses_a_name_that_resolves_to_loopback() -> None:
@@ -41,10 +41,16 @@ async def test_resolver_refuses_a_name_that_resolves_to_loopback() -> None:
         await resolver(frozenset(), "127.0.0.1").resolve("evil.example", 80)
 
 
-async def test_resolver_drops_private_answers_and_keeps_public_ones() -> None:
-    """Of mixed answers only the public addresses are ever connected to."""
-    got = await resolver(frozenset(), "10.0.0.1", "8.8.8.8", "::1").resolve("mixed.example", 80)
-    assert [r["host"] for r in got] == ["8.8.8.8"]
+async def test_resolver_refuses_mixed_answers_whole() -> None:
+    """One private answer among public ones refuses the name: no answer is connected to."""
+    with pytest.raises(AddressRefused):
+        await resolver(frozenset(), "8.8.8.8", "10.0.0.1").resolve("mixed.example", 80)
+
+
+async def test_resolver_passes_public_answers() -> None:
+    """A name with public answers only is resolved as it is."""
+    got = await resolver(frozenset(), "8.8.8.8", "2001:4860:4860::8888").resolve("dns.example")
+    assert [r["host"] for r in got] == ["8.8.8.8", "2001:4860:4860::8888"]
 
 
 async def test_resolver_trusts_configured_hosts() -> None:
@@ -67,3 +73,69 @@ def test_retry_after_accepts_seconds_and_dates() -> None:
     assert retry_after_seconds("Tue, 01 Jan 1980 00:00:00 GMT") == 0.0
     assert retry_after_seconds("soon") is None
     assert retry_after_seconds(None) is None
+
+
+def test_proxies_are_read_from_the_environment_as_curl_reads_them() -> None:
+    """http_proxy in lower case only; https_proxy either case, lower winning; all_proxy as the
+    fallback; no_proxy split on commas and spaces; host:port means http://."""
+    env = {
+        "HTTP_PROXY": "http://ignored:1",
+        "HTTPS_PROXY": "http://upper:2",
+        "https_proxy": "lower:3",
+        "ALL_PROXY": "http://all:4",
+        "NO_PROXY": "a.example, .b.example",
+    }
+    proxies = from_environment(env)
+    assert proxies.http is not None and proxies.http.url == "http://all:4"
+    assert proxies.https is not None and proxies.https.url == "http://lower:3"
+    assert proxies.no_proxy == ("a.example", ".b.example")
+    assert from_environment({"http_proxy": "http://h:5"}).http == Route("http://h:5", "h")
+    assert from_environment({}).empty
+
+
+def test_proxy_credentials_are_split_off_and_only_http_proxies_accepted() -> None:
+    """A proxy url's userinfo becomes Proxy-Authorization, never part of the url used."""
+    assert parse_route("http://u%40x:p%3Aw@proxy:3128") == Route(
+        "http://proxy:3128", "proxy", ("u@x", "p:w")
+    )
+    with pytest.raises(ValueError, match="only http://"):
+        parse_route("socks5://proxy:1080")
+
+
+@pytest.mark.parametrize(
+    ("host", "entries", "bypass"),
+    [
+        ("a.example", ("a.example",), True),
+        ("x.a.example", ("a.example",), True),
+        ("x.a.example", (".a.example",), True),
+        ("ba.example", ("a.example",), False),
+        ("anything", ("*",), True),
+        ("10.1.2.3", ("10.0.0.0/8",), True),
+        ("192.0.2.1", ("10.0.0.0/8",), False),
+        ("::1", ("::1",), True),
+        ("localhost", ("localhost:8080",), True),
+        ("localhost", (), False),
+    ],
+)
+def test_no_proxy_matches_like_curl(host: str, entries: tuple[str, ...], bypass: bool) -> None:
+    """Hosts, domain suffixes, '*', addresses and CIDR ranges; a port on an entry is ignored."""
+    assert bypassed(host, entries) is bypass
+
+
+def test_an_upstream_proxy_key_overrides_the_environment() -> None:
+    """None follows the environment, "" means none, a url is used for http and https alike."""
+    env = from_environment({"http_proxy": "http://e:1", "no_proxy": "n.example"})
+    assert for_upstream(None, env) is env
+    assert for_upstream("", env).empty
+    own = for_upstream("http://own:2", env)
+    assert own.route("https", "x.example") == Route("http://own:2", "own")
+    assert own.route("http", "n.example") is None
+
+
+def test_an_unusable_proxy_variable_is_named_without_its_value() -> None:
+    """A socks or malformed proxy in the environment names the variable, never its password."""
+    with pytest.raises(ValueError) as caught:
+        from_environment({"https_proxy": "socks5://u:hunter2@p:1080"})
+    assert str(caught.value) == "$https_proxy: only http:// proxies are supported"
+    with pytest.raises(ValueError, match=r"\$ALL_PROXY: the proxy's port"):
+        from_environment({"ALL_PROXY": "http://u:hunter2@p:99999"})

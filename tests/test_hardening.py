@@ -299,7 +299,7 @@ def test_traversal_urls_never_leave_the_root(
         (b'["version"]', "not a JSON object"),
         (b'{"images": []}', '"version"'),
         (b'{"version": "v", "images": {}}', '"images"'),
-        (b"<html><body>Not here</body></html>", "not valid JSON"),
+        (b"<html><body>Not here</body></html>", "is an HTML page"),
     ],
     ids=[
         "non-utf8",

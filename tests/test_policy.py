@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import string
+from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import pytest
@@ -343,14 +345,55 @@ def test_image_dest_puts_the_name_in_the_path() -> None:
         ("images/1136548044/a?b#c.tgz", "images/1136548044/a%3Fb%23c.tgz"),
         ("images/1136548044/100%.tgz", "images/1136548044/100%25.tgz"),
         ("images/1136548044/über.tgz", "images/1136548044/%C3%BCber.tgz"),
-        ("images/1136548044/a:b.tgz", "images/1136548044/a%3Ab.tgz"),
-        ("images/1136548044/a;b=c&d+e.tgz", "images/1136548044/a%3Bb%3Dc%26d%2Be.tgz"),
+        ("images/1136548044/a:b.tgz", "images/1136548044/a:b.tgz"),
+        ("images/1136548044/a;b=c&d+e.tgz", "images/1136548044/a;b=c&d+e.tgz"),
         ("images/1136548044/a~b_c-d.e", "images/1136548044/a~b_c-d.e"),
+        ("images/1136548044/u@h!$'(x),*.tgz", "images/1136548044/u@h!$'(x),*.tgz"),
+        (
+            'images/1136548044/a[b]{c}|d^e`f"g<h>.tgz',
+            "images/1136548044/a%5Bb%5D%7Bc%7D%7Cd%5Ee%60f%22g%3Ch%3E.tgz",
+        ),
+        (
+            "images/1136548044/euca-fedora-17(x86_64)+kvm.tar.gz",
+            "images/1136548044/euca-fedora-17(x86_64)+kvm.tar.gz",
+        ),
+        ("images/1136548044/(a b)+.tgz", "images/1136548044/(a%20b)+.tgz"),
     ],
 )
-def test_dest_to_url_percent_encodes(dest: str, expected: str) -> None:
-    """Each path segment is percent-encoded per RFC 3986, leaving unreserved characters alone."""
+def test_dest_to_url_encodes_only_what_a_path_segment_requires(dest: str, expected: str) -> None:
+    """Only characters that are not RFC 3986 pchars are encoded; sub-delims, ':' and '@' stay."""
     assert dest_to_url(dest, "") == expected
+
+
+@pytest.mark.parametrize(
+    ("dest", "expected"),
+    [
+        ("images/1/a+b.tgz", "images/1/a%2Bb.tgz"),
+        ("images/1/(a b)+.tgz", "images/1/(a%20b)%2B.tgz"),
+        ("images/1/plain.tgz", "images/1/plain.tgz"),
+    ],
+)
+def test_dest_to_url_can_encode_plus_for_object_stores(dest: str, expected: str) -> None:
+    """With encode_plus a '+' becomes %2B (an object store reads a literal '+' as a space)."""
+    assert dest_to_url(dest, "", encode_plus=True) == expected
+
+
+def test_dest_to_url_never_starts_a_relative_url_with_a_scheme() -> None:
+    """A ':' in the first segment of a relative url is encoded; under a public base it is not."""
+    assert dest_to_url("a:b/x.tgz", "") == "a%3Ab/x.tgz"
+    assert dest_to_url("a:b/x y.tgz", "") == "a%3Ab/x%20y.tgz"
+    assert dest_to_url("a:b/x.tgz", "http://f/") == "http://f/a:b/x.tgz"
+
+
+def test_verify_finds_the_file_a_minimally_encoded_url_names(tmp_path: Path) -> None:
+    """verify maps a published url with literal sub-delims back to the file on disk."""
+    from eumirror.commands.verify import local_file
+    from eumirror.core.config import Config
+
+    config = Config(path=tmp_path / "c.toml", root=tmp_path, public_url="http://f/eu/")
+    for dest in ("images/1/euca-fedora-17(x86_64)+kvm.tar.gz", "images/1/a b;c=d@e:f.tgz"):
+        for base in ("", "http://f/eu/up/"):
+            assert local_file(config, "up", dest_to_url(dest, base)) == tmp_path / "up" / dest
 
 
 def test_dest_to_url_with_public_base() -> None:
@@ -370,12 +413,13 @@ def test_relative_dest_url_stays_relative_under_urljoin() -> None:
 @settings(max_examples=300, deadline=None)
 @given(tail=st.text(max_size=80))
 def test_property_dest_to_url_round_trips(tail: str) -> None:
-    """Unquoting the url of a safe dest gives the dest back, and only RFC 3986 characters appear."""
+    """Unquoting the url of a safe dest gives the dest back, and only RFC 3986 pchars appear."""
     dest = image_dest("1136548044", "http://h/" + tail)
     url = dest_to_url(dest, "")
     assert unquote(url, errors="strict") == dest
-    unreserved = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~%/")
-    assert set(url) <= unreserved
+    pchars = set(string.ascii_letters + string.digits + "-._~%/!$&'()*+,;=:@")
+    assert set(url) <= pchars
+    assert urlsplit(url).scheme == "" and urlsplit(url).path == url
 
 
 # -- redaction ---------------------------------------------------------------------------------

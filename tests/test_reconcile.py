@@ -496,3 +496,45 @@ async def test_a_large_catalog_is_parsed_planned_and_published_off_the_event_loo
     assert report.upstreams[0].catalog_ok  # every image failed (not files of a file catalog)
     slow = [r.getMessage() for r in caplog.records if " took " in r.getMessage()]
     assert not slow, slow
+
+
+# -- 13. messages in our words, at most 300 characters a line ---------------------------------
+def test_end_of_run_lines_stay_within_300_characters_with_long_urls(
+    upstream: Upstream, server: ThreadedFaultServer, mirror: Mirror
+) -> None:
+    """A wrong-bytes failure under a very long url still gives one line of at most 300
+    characters that names the image and says what happened to it."""
+    long = "d" * 180 + "/" + "x" * 150 + ".tgz"
+    upstream.add(long, tarball(1))
+    upstream.write()
+    server.set_fault(f"/{long}", Fault(replace_body=b"wrong bytes"))
+
+    done = mirror.sync()
+
+    assert done.returncode == 1
+    lines = human_lines(done.stderr)
+    assert lines and all(len(line) <= 300 for line in lines), [len(x) for x in lines]
+    assert "left out of the catalog" in lines[0] and name_of(tarball(1)) in lines[0]
+
+
+def test_a_full_disk_is_one_summary_line_with_a_count(
+    tmp_path: Path, upstream: Upstream, server: ThreadedFaultServer
+) -> None:
+    """When many images fail for want of space, the run ends with one line and a count, not a
+    line per image."""
+    for i in range(6):
+        upstream.add(f"a/{i}.tgz", tarball(i, 50_000))
+    upstream.write()
+    config = write_config(
+        tmp_path / "c.toml",
+        root=tmp_path / "m",
+        upstreams={"up": f"{server.url}/catalog"},
+        limits={"free_space_reserve": "1000000GiB"},
+    )
+
+    done = run_cli("sync", "--once", "--config", str(config))
+
+    assert done.returncode == 1
+    lines = human_lines(done.stderr)
+    assert len(lines) == 1, lines
+    assert "6 images failed" in lines[0] and "not enough space" in lines[0]

@@ -2,54 +2,26 @@
 
 from __future__ import annotations
 
-import ssl
-import subprocess
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import Mirror, Upstream, human_lines, run_cli, tarball, write_config
-from faultserver import Fault, ThreadedFaultServer
+from faultserver import Fault, ThreadedFaultServer, self_signed, server_context
 from test_sync_e2e import assert_published_verifies
 
 
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    return cert, key
+    return self_signed(tmp_path_factory.mktemp("tls"))
 
 
 @pytest.fixture
 def https_server(
     upstream: Upstream, certificate: tuple[Path, Path]
 ) -> Iterator[ThreadedFaultServer]:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(*certificate)
-    with ThreadedFaultServer(upstream.folder, ssl_context=context) as srv:
+    with ThreadedFaultServer(upstream.folder, ssl_context=server_context(*certificate)) as srv:
         yield srv
 
 
@@ -103,3 +75,31 @@ def test_https_to_http_redirect_is_refused(
     assert done.returncode == 1
     assert server.requests("/a/img.tgz") == 0
     assert any("https to http" in line for line in human_lines(done.stderr))
+
+
+def test_https_upstream_with_its_own_ca_file(
+    tmp_path: Path,
+    upstream: Upstream,
+    https_server: ThreadedFaultServer,
+    certificate: tuple[Path, Path],
+) -> None:
+    """`ca_file` in the upstream's table trusts the private CA for that upstream alone; without
+    it the line names host:port and what to set."""
+    upstream.add("a/img.tgz", tarball(1))
+    upstream.write()
+    root = tmp_path / "root"
+    config = write_config(
+        tmp_path / "c.toml", root=root, upstreams={"up": f"{https_server.url}/catalog"}
+    )
+    refused = run_cli("sync", "--once", "--config", str(config))
+    port = https_server.url.rpartition(":")[2]
+    assert human_lines(refused.stderr) == [
+        f"eumirror: up: catalog {https_server.url}/catalog: TLS: the certificate of "
+        f"127.0.0.1:{port} is self-signed (set SSL_CERT_FILE or the upstream's ca_file); "
+        "the published catalog is unchanged and the next sync tries again"
+    ]
+
+    config.write_text(config.read_text() + f"ca_file = {json.dumps(str(certificate[0]))}\n")
+    done = run_cli("sync", "--once", "--config", str(config))
+    assert done.returncode == 0, done.stderr
+    assert_published_verifies(Mirror(root, config))

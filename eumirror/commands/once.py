@@ -21,16 +21,6 @@ from ..storage.fs import Mirror
 from .progress import report_progress
 
 
-def trusted_hosts(config: Config) -> frozenset[str]:
-    """Each catalog's own host is trusted as configured, plus every allow_hosts entry."""
-    hosts: set[str] = set()
-    for up in config.upstreams:
-        if up.source.host:
-            hosts.add(up.source.host)
-        hosts.update(up.allow_hosts)
-    return frozenset(hosts)
-
-
 async def run_sync(
     config: Config,
     mirror: Mirror,
@@ -41,9 +31,7 @@ async def run_sync(
 ) -> RunReport:
     """One sync of every upstream; the caller holds the lock."""
     progress = progress or Progress()
-    async with Fetcher(
-        config.limits, trusted_hosts=trusted_hosts(config), on_bytes=progress.add_bytes
-    ) as fetcher:
+    async with Fetcher(config.limits, on_bytes=progress.add_bytes) as fetcher:
         return await sync(
             config,
             mirror,

@@ -6,6 +6,7 @@ Every error names the key and the file. Only `load_config` touches the filesyste
 from __future__ import annotations
 
 import difflib
+import functools
 import math
 import os
 import re
@@ -17,7 +18,15 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
-from .policy import Source
+from .policy import (
+    HTTP_SCHEMES,
+    Source,
+    Trust,
+    check_url,
+    origin,
+    redact,
+    split_credentials,
+)
 
 DEFAULT_PATH = Path("/etc/eumirror/eumirror.toml")
 UPSTREAM_NAME = re.compile(r"[a-z0-9][a-z0-9._-]*\Z")
@@ -59,6 +68,26 @@ class Upstream:
     name: str
     source: Source
     allow_hosts: frozenset[str] = frozenset()
+    proxy: str | None = field(default=None, repr=False)
+    """None: from the environment; "": no proxy; else the proxy's url."""
+    ca_file: str = ""
+    """Extra certificate authorities for this upstream's https, a PEM file."""
+    auth: tuple[str, str] | None = field(default=None, repr=False)
+    """The catalog url's userinfo, taken out of the url at load (see policy.split_credentials)."""
+
+    @functools.cached_property
+    def trust(self) -> Trust:
+        """What this upstream's requests may reach: its catalog host and its allow_hosts only."""
+        hosts = set(self.allow_hosts)
+        if self.source.host and not self.source.is_file:
+            hosts.add(self.source.host)
+        return Trust(
+            hosts=frozenset(hosts),
+            proxy=self.proxy,
+            ca_file=self.ca_file,
+            auth=self.auth,
+            auth_origin=origin(self.source.url) if self.auth else "",
+        )
 
 
 @dataclass(frozen=True)
@@ -268,7 +297,7 @@ class _Reader:
             where = f"upstream[{position}]"
             if not isinstance(table, dict):
                 raise self.fail(where, "must be a table")
-            self.only(table, {"name", "catalog", "allow_hosts"}, where)
+            self.only(table, {"name", "catalog", "allow_hosts", "proxy", "ca_file"}, where)
             for key in ("name", "catalog"):
                 if key not in table:
                     raise self.fail(f"{where}.{key}", "required")
@@ -282,10 +311,26 @@ class _Reader:
                 source = self.source(catalog)
             except ValueError as exc:
                 raise self.fail(f"{where}.catalog", str(exc)) from None
+            bare, auth = split_credentials(source.url)
             hosts = self.get(table, where, "allow_hosts", list, [])
             if not all(isinstance(h, str) and h for h in hosts):
                 raise self.fail(f"{where}.allow_hosts", "must be a list of host names")
-            upstreams.append(Upstream(name, source, frozenset(h.lower() for h in hosts)))
+            proxy = self.get(table, where, "proxy", str, None, _proxy_url)
+            ca_file = self.get(table, where, "ca_file", str, "")
+            if ca_file:
+                ca_file = os.path.normpath(self.base / Path(ca_file).expanduser())
+                if not os.path.isfile(ca_file):
+                    raise self.fail(f"{where}.ca_file", f"{ca_file}: no such file")
+            upstreams.append(
+                Upstream(
+                    name,
+                    Source(bare),
+                    frozenset(h.lower().rstrip(".") for h in hosts),
+                    proxy=proxy,
+                    ca_file=ca_file,
+                    auth=auth,
+                )
+            )
         return tuple(upstreams)
 
     def source(self, catalog: str) -> Source:
@@ -293,9 +338,8 @@ class _Reader:
             raise ValueError("must not be empty")
         parts = urlsplit(catalog)
         scheme = parts.scheme.lower()
-        if scheme in ("http", "https"):
-            if not parts.hostname:
-                raise ValueError(f"{catalog!r} has no host")
+        if scheme in HTTP_SCHEMES:
+            check_url(catalog, HTTP_SCHEMES)
             return Source(catalog)
         if scheme == "file":
             if parts.netloc not in ("", "localhost"):
@@ -344,10 +388,21 @@ def _public_url(value: Any) -> str:
         raise ValueError("must be a string")
     if not value:
         return ""
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"{value!r} must be an absolute http(s) url")
+    check_url(value, HTTP_SCHEMES)
+    if urlsplit(value).username is not None:
+        raise ValueError(
+            f"{redact(value)!r} carries credentials, and the published catalog would show them"
+        )
     return value if value.endswith("/") else value + "/"
+
+
+def _proxy_url(value: Any) -> str:
+    """A per-upstream proxy: "" for none, else an http:// proxy url."""
+    if not isinstance(value, str):
+        raise ValueError("must be a string")
+    if value:
+        check_url(value, frozenset({"http"}))
+    return value
 
 
 def _cron(value: Any) -> str:

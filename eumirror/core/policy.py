@@ -1,4 +1,5 @@
-"""Rules about urls and paths: resolution, allowed schemes and hosts, safe file names, redaction.
+"""Rules about urls and paths: resolution, allowed schemes and hosts, trust, safe file names,
+redaction.
 
 Pure. No local path is ever built from an upstream url except through `safe_file_name`.
 """
@@ -10,7 +11,7 @@ import ipaddress
 import posixpath
 import re
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from urllib.parse import quote, unquote, urljoin, urlsplit, urlunsplit
 
@@ -27,7 +28,103 @@ _PLAIN_RELATIVE = re.compile(
     r"[A-Za-z0-9._~!$&'()*+,=@%-][A-Za-z0-9._~!$&'()*+,=:@%/-]*\Z"
 )
 _PLAIN_FILE_NAME = re.compile(r"[A-Za-z0-9_~-][A-Za-z0-9._~-]{0,199}\Z")
-_PLAIN_DEST = re.compile(r"[A-Za-z0-9._~/-]+\Z")
+# RFC 3986 pchar: unreserved, sub-delims, ":" and "@" stay literal; everything else is encoded.
+_SUB_DELIMS = "!$&'()*+,;="
+_PCHAR_SAFE = _SUB_DELIMS + ":@"
+# The fast path: nothing to encode, and no ":" in a first segment (a relative reference would
+# read it as a scheme).
+_PLAIN_DEST = re.compile(r"(?![^/]*:)[A-Za-z0-9._~/!$&'()*+,;=:@-]+\Z")
+_PLAIN_DEST_NO_PLUS = re.compile(r"(?![^/]*:)[A-Za-z0-9._~/!$&'()*,;=:@-]+\Z")
+
+
+@dataclass(frozen=True)
+class Trust:
+    """What the requests of one upstream may reach, and how: never shared between upstreams.
+
+    `hosts` may have private addresses (the catalog's host and the upstream's allow_hosts);
+    every other host must resolve to public addresses only. `proxy` is None to follow the
+    environment (http_proxy, https_proxy, no_proxy), "" for none, or a proxy url. `auth` is the
+    catalog url's userinfo, sent only to the catalog's own origin (`auth_origin`).
+    """
+
+    hosts: frozenset[str] = frozenset()
+    proxy: str | None = field(default=None, repr=False)
+    ca_file: str = ""
+    auth: tuple[str, str] | None = field(default=None, repr=False)
+    auth_origin: str = ""
+
+
+def origin(url: str) -> str:
+    """scheme://host:port of an url, lower-cased, with the default port spelled out."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    port = parts.port or (443 if scheme == "https" else 80)
+    return f"{scheme}://{(parts.hostname or '').lower()}:{port}"
+
+
+def split_credentials(url: str) -> tuple[str, tuple[str, str] | None]:
+    """The url without its userinfo, and the (user, password) it carried, percent-decoded.
+
+    Credentials then travel only as an Authorization header, never in an url that could
+    reach a log line, a state file or a message.
+    """
+    parts = urlsplit(url)
+    if parts.username is None:
+        return url, None
+    host = parts.netloc.rpartition("@")[2]
+    bare = urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+    return bare, (unquote(parts.username), unquote(parts.password or ""))
+
+
+def check_url(value: str, schemes: frozenset[str]) -> None:
+    """Refuse an url that cannot be requested: scheme, host, port. The message shows the url
+    redacted, so a password in it is never echoed."""
+    shown = redact(value)
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError as exc:
+        problem = "its port is not a number from 1 to 65535" if "ort" in str(exc) else ""
+        raise ValueError(f"{shown!r}: {problem or 'it cannot be parsed as an url'}") from None
+    if parts.scheme.lower() not in schemes:
+        allowed = ", ".join(f"{s}://" for s in sorted(schemes))
+        raise ValueError(f"{shown!r}: use {allowed}")
+    if port == 0:
+        raise ValueError(f"{shown!r}: its port is not a number from 1 to 65535")
+    host = parts.hostname or ""
+    if not _valid_host(host):
+        raise ValueError(f"{shown!r}: {host!r} is not a valid host name or address")
+    if _FORBIDDEN_IN_URL.search(value):
+        raise ValueError(f"{shown!r}: contains a space, control character or backslash")
+
+
+_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)\Z")
+
+
+def _valid_host(host: str) -> bool:
+    if not host:
+        return False
+    if is_ip_literal(host):
+        return True
+    if re.fullmatch(r"[0-9.]+", host):
+        return False  # 127.1, 2130706433: legacy forms aiohttp refuses
+    try:
+        ascii_host = host.encode("idna").decode("ascii")
+    except UnicodeError:
+        return False
+    labels = ascii_host.rstrip(".").split(".")
+    return len(ascii_host) <= 253 and all(_HOST_LABEL.match(label) for label in labels)
+
+
+def is_ip_literal(host: str) -> bool:
+    """An IPv4 or IPv6 address (no lookup needed, none done)."""
+    if not host or not (host[-1].isdigit() or ":" in host):
+        return False  # the common case, a name: no parsing
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -149,12 +246,22 @@ def image_dest(name: str, source_url: str) -> str:
     return f"images/{name}/{safe_file_name(source_url)}"
 
 
-def dest_to_url(dest: str, public_base: str) -> str:
-    """The url written into the published catalog for a tarball at `dest` (RFC 3986 encoded)."""
-    if _PLAIN_DEST.match(dest):
+def dest_to_url(dest: str, public_base: str, *, encode_plus: bool = False) -> str:
+    """The url written into the published catalog for a tarball at `dest`.
+
+    Only what RFC 3986 requires in a path segment is percent-encoded: sub-delimiters, `:` and
+    `@` stay literal, so a client saving the file under the url's last segment gets the
+    upstream's file name (`euca-fedora-17(x86_64)+kvm.tar.gz`). `encode_plus` also encodes `+`
+    as `%2B`, for object stores that read a literal `+` in a key as a space.
+    """
+    plain = _PLAIN_DEST_NO_PLUS if encode_plus else _PLAIN_DEST
+    if plain.match(dest):
         return public_base + dest
-    encoded = "/".join(quote(part, safe="") for part in PurePosixPath(dest).parts)
-    return public_base + encoded
+    safe = _PCHAR_SAFE.replace("+", "") if encode_plus else _PCHAR_SAFE
+    parts = [quote(part, safe=safe) for part in PurePosixPath(dest).parts]
+    if not public_base and parts:
+        parts[0] = parts[0].replace(":", "%3A")  # not a scheme in a relative reference
+    return public_base + "/".join(parts)
 
 
 def redact(url: str) -> str:

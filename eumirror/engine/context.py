@@ -36,8 +36,8 @@ class RunContext:
     allow_shrink: bool = False
     show_plan: Callable[[Plan], None] | None = None
     clock: Callable[[], float] = time.time
-    cancelled: threading.Event = field(default_factory=threading.Event)
-    """Set when the run is cancelled: long thread work checks it between chunks."""
+    cancel_flags: list[threading.Event] = field(default_factory=list)
+    """Each upstream run's flag for its thread work; a stop of the whole run sets them all."""
 
     def __post_init__(self) -> None:
         self.transfers = asyncio.Semaphore(self.config.concurrency)
@@ -64,13 +64,8 @@ class RunContext:
 
         offered = await asyncio.gather(*(source() for source in self._sources))
         verified = [item for item in offered if item is not None]
-        return await self.in_thread(build_inventory, verified)
+        return await asyncio.to_thread(build_inventory, verified)
 
-    async def in_thread(self, func: Callable[..., T], /, *args: Any) -> T:
-        """Run blocking work off the event loop; a cancellation also raises the flag that
-        long thread work checks, so a stop never waits for a whole re-hash."""
-        try:
-            return await asyncio.to_thread(func, *args)
-        except asyncio.CancelledError:
-            self.cancelled.set()
-            raise
+    def cancel_threads(self) -> None:
+        for flag in self.cancel_flags:
+            flag.set()

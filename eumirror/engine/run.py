@@ -16,12 +16,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import threading
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from ..core.catalog import iter_catalog, parse_catalog
@@ -47,6 +48,7 @@ from ..core.policy import redact
 from ..core.reconcile import Published, catalog_matches, published_fingerprint, rebuild_reason
 from ..log import log
 from ..net.fetch import CatalogFetch, Validators
+from ..net.messages import MAX_LINE, shorten
 from ..storage.fs import FileDigest, Files, record_of, storage_error, syncfs
 from ..tuning import PER_FILE_FLUSH
 from .context import RunContext
@@ -55,6 +57,7 @@ from .gcpause import paused_gc
 from .inventory import Loaded, clean_partials, collect_garbage, load_files
 from .report import UpstreamReport, add_totals
 
+T = TypeVar("T")
 MANY = 3
 """Failures of one kind (no space, ...) at least this many are summed up in one line."""
 
@@ -79,7 +82,7 @@ class UpstreamRun:
         self.bound = log.bind(upstream=upstream.name)
         self.meta: dict[str, Any] = {}
         self.loaded: Loaded | None = None
-        self._loading: asyncio.Future[Loaded] | None = None
+        self._loading: asyncio.Task[Loaded] | None = None
         self.referenced: frozenset[str] | None = None
         """Dests the live catalog points to, once this run knows them."""
         self.errors: dict[str, str] = {}
@@ -89,7 +92,10 @@ class UpstreamRun:
         self.active_partials: set[Path] = set()
         self.kept_partials: frozenset[str] = frozenset()
         self.state_changed = False
+        self.cancelled = threading.Event()
+        """Set when this run's thread work must stop (a stop, or its own failure)."""
         ctx.offer_verified(self._verified_for_inventory)
+        ctx.cancel_flags.append(self.cancelled)
 
     @property
     def files(self) -> Files:
@@ -127,18 +133,21 @@ class UpstreamRun:
     async def _sync(self) -> None:
         ctx, mirror = self.ctx, self.mirror
         mirror.upstream_dir(self.name)  # refuses a symlinked <root>/<U> before any request
-        self._loading = asyncio.ensure_future(ctx.in_thread(self._load, ctx.dry_run, ctx.cancelled))
-        meta = await ctx.in_thread(mirror.load_state, self.name, "meta")
-        self.meta = meta or {}
-        known = Validators()
-        if not ctx.dry_run and self.meta.get("upstream_sha"):
-            known = Validators(self.meta.get("etag"), self.meta.get("last_modified"))
-        fetched = await ctx.fetcher.fetch_catalog(self.up.source, known)
-        loaded = self.loaded = await self._loading
+        # The state is loaded and checked in a thread while the catalog is fetched; both are
+        # tasks of this run's group, so neither outlives it.
+        async with asyncio.TaskGroup() as group:
+            self._loading = group.create_task(self.in_thread(self._load, ctx.dry_run))
+            meta = await self.in_thread(mirror.load_state, self.name, "meta")
+            self.meta = meta or {}
+            known = Validators()
+            if not ctx.dry_run and self.meta.get("upstream_sha"):
+                known = Validators(self.meta.get("etag"), self.meta.get("last_modified"))
+            fetched = await self._fetch_catalog(known)
+        loaded = self.loaded = self._loading.result()
         published = self._published_now(loaded)
         fingerprint = self._fingerprint()
         changed = fetched.body is not None and (
-            await ctx.in_thread(_sha256, fetched.body) != self.meta.get("upstream_sha")
+            await self.in_thread(_sha256, fetched.body) != self.meta.get("upstream_sha")
         )
         reason = rebuild_reason(published, fingerprint=fingerprint, upstream_changed=changed)
         self.report.damaged = len(loaded.damaged)
@@ -147,26 +156,38 @@ class UpstreamRun:
             return
         body = fetched.body
         if body is None:
-            body = await ctx.in_thread(self._upstream_copy)
+            body = await self.in_thread(self._upstream_copy)
             if body is None:  # the copy is gone or altered: fetch the catalog whole
-                fetched = await ctx.fetcher.fetch_catalog(self.up.source, Validators())
+                fetched = await self._fetch_catalog(Validators())
                 body = fetched.body
         assert body is not None
         self.report.reason = reason
         self.bound.info("rebuilding", reason=reason)
         await self._rebuild(body, fetched, fingerprint, fresh=fetched.body is not None)
 
-    def _load(self, dry_run: bool, cancelled: Any) -> Loaded:
-        return load_files(self.mirror, self.name, cancelled, write=not dry_run)
+    async def _fetch_catalog(self, known: Validators) -> CatalogFetch:
+        return await self.ctx.fetcher.fetch_catalog(self.up.source, known, trust=self.up.trust)
+
+    async def in_thread(self, func: Callable[..., T], /, *args: Any) -> T:
+        """Blocking work off the event loop; a cancellation raises this run's flag, which long
+        thread work checks between chunks, so a stop never waits for a whole re-hash."""
+        try:
+            return await asyncio.to_thread(func, *args)
+        except asyncio.CancelledError:
+            self.cancelled.set()
+            raise
+
+    def _load(self, dry_run: bool) -> Loaded:
+        return load_files(self.mirror, self.name, self.cancelled, write=not dry_run)
 
     async def _verified_for_inventory(self) -> tuple[str, dict[str, list[Any]]] | None:
-        if self._loading is None:
+        loading = self._loading
+        if loading is None:
             return None
-        try:
-            loaded = await asyncio.shield(self._loading)
-        except Exception:
+        await asyncio.wait([loading])  # never raises, whatever became of the load
+        if loading.cancelled() or loading.exception() is not None:
             return None
-        return self.name, loaded.files.files
+        return self.name, loading.result().files.files
 
     def _published_now(self, loaded: Loaded) -> Published:
         files = loaded.files
@@ -207,7 +228,7 @@ class UpstreamRun:
     ) -> None:
         ctx, report = self.ctx, self.report
         inventory = await ctx.inventory()
-        plan = await ctx.in_thread(self._plan, body, inventory)
+        plan = await self.in_thread(self._plan, body, inventory)
         report.dropped = len(plan.dropped)
         refusal = "" if ctx.allow_shrink else shrink_refusal(plan, ctx.config.limits.max_shrink)
         if ctx.dry_run:
@@ -222,7 +243,7 @@ class UpstreamRun:
                 hint="check the upstream; if the shrink is meant, run "
                 "`eumirror sync --once --allow-shrink`",
             )
-        await ctx.in_thread(self.mirror.mark_dirty, self.name)
+        await self.in_thread(self.mirror.mark_dirty, self.name)
         missing_before = {
             dest
             for _, dest in self.files.published.values()
@@ -230,7 +251,7 @@ class UpstreamRun:
         }
         ready = await self._materialise(plan)
         report.repaired = len(missing_before & ready)
-        changed, outcome = await ctx.in_thread(self._publish, plan, ready, body if fresh else None)
+        changed, outcome = await self.in_thread(self._publish, plan, ready, body if fresh else None)
         files = self.files
         files.published = outcome.published
         self.referenced = outcome.referenced
@@ -249,7 +270,7 @@ class UpstreamRun:
                 "catalog_stat": list(self.mirror.catalog_stat(self.name) or ()),
             }
         )
-        await ctx.in_thread(self._save_state)
+        await self.in_thread(self._save_state)
 
     def _plan(self, body: bytes | bytearray, inventory: Any) -> Plan:
         with paused_gc():
@@ -332,14 +353,14 @@ class UpstreamRun:
         downloads = plan.downloads()
         links = [s for s in plan.steps if s.action is Action.LINK]
         if downloads or links:
-            self.kept_partials = await ctx.in_thread(self._prepare)
+            self.kept_partials = await self.in_thread(self._prepare)
         ctx.progress.files_total += len(downloads)
         fetched: list[Fetched] = []
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(self._download(step)) for step in downloads.values()]
         fetched = [r for t in tasks if (r := t.result()) is not None]
         if fetched:
-            ready |= await ctx.in_thread(self._place, fetched)
+            ready |= await self.in_thread(self._place, fetched)
         inventory = await ctx.inventory() if links else None
         for step in links:
             mine = step.link_from.startswith(f"{self.name}/")
@@ -350,7 +371,7 @@ class UpstreamRun:
                 if inventory
                 else None
             )
-            ok = await ctx.in_thread(self._link, step, record)
+            ok = await self.in_thread(self._link, step, record)
             if ok:
                 ready.add(step.dest)
                 report.linked += 1
@@ -358,7 +379,7 @@ class UpstreamRun:
             # One flush makes every new folder entry durable (a fsync per folder costs ~1 ms
             # each); the data itself was flushed before the renames.
             try:
-                await ctx.in_thread(syncfs, self.mirror.root)
+                await self.in_thread(syncfs, self.mirror.root)
             except OSError as exc:
                 raise storage_error(exc, self.mirror.root, "flushing new files") from None
         return ready
@@ -441,7 +462,9 @@ class UpstreamRun:
                 if not (resumed and partial.current_name() == step.name):
                     async with ctx.transfers:
                         began = time.monotonic()
-                        await ctx.fetcher.download(step.source_url, partial, known)
+                        await ctx.fetcher.download(
+                            step.source_url, partial, known, trust=self.up.trust
+                        )
                     await partial.drain()
                 final = self.mirror.upstream_dir(self.name) / step.dest
                 digest, _ = await partial.seal(
@@ -504,7 +527,7 @@ class UpstreamRun:
     async def finish(self) -> None:
         """Delete what nothing references any more, drop stale partials, record the run."""
         try:
-            await self.ctx.in_thread(self._finish)
+            await self.in_thread(self._finish)
         except EumirrorError as exc:
             self.bound.error("state_not_saved", error=exc.line())
         except Exception as exc:
@@ -579,8 +602,12 @@ def _short(exc: BaseException) -> str:
 
 
 def _failure_line(upstream: str, step: Step, reason: str, kept: bool) -> str:
+    """One line of at most MAX_LINE characters: the reason gives way, never what happened."""
     what = f"image #{step.index}" + (f" {step.name}" if step.name else "")
-    where = f" ({redact(step.source_url)})" if step.source_url else ""
+    where = f" ({shorten(redact(step.source_url))})" if step.source_url else ""
     fate = "kept its previous entry" if kept else "left out of the catalog"
     fate += " until a sync gets it right"
+    room = MAX_LINE - len(f"eumirror: {upstream}: {what}{where}: ; {fate}")
+    if len(reason) > room:
+        reason = reason[: max(room - 3, 0)] + "..."
     return f"{upstream}: {what}{where}: {reason}; {fate}"

@@ -62,7 +62,7 @@ async def sync(
             for run in runs:
                 run.log_report()
     except asyncio.CancelledError:
-        ctx.cancelled.set()
+        ctx.cancel_threads()
         raise
     return RunReport([run.report for run in runs])
 

@@ -1,7 +1,8 @@
 """The one HTTP seam: limits, redirects, retries, address rules, and streaming into a sink.
 
 Every transfer goes through `Fetcher`, so no caller can forget the catalog size cap, the low-speed
-abort, the redirect rules or the address filter.
+abort, the redirect rules or the address filter. Each request names the trust of the upstream it
+serves (`Upstream.trust`) and goes out through that upstream's own channel (net/channel.py).
 """
 
 from __future__ import annotations
@@ -9,12 +10,10 @@ from __future__ import annotations
 import asyncio
 import asyncio.selector_events
 import email.utils
-import errno
+import os
 import random
-import socket
 import time
-import urllib.request
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -23,16 +22,18 @@ from urllib.parse import unquote, urljoin, urlsplit
 import aiofiles
 import aiofiles.os
 import aiohttp
-from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.resolver import DefaultResolver
+from aiohttp.abc import AbstractResolver
 
-from .. import __version__
 from ..core.config import Limits
 from ..core.errors import CatalogError, FetchError
 from ..core.names import CHUNK
-from ..core.policy import HTTP_SCHEMES, Source, is_public_address, redact
+from ..core.policy import HTTP_SCHEMES, Source, Trust, redact
 from ..log import log
 from ..tuning import enabled
+from . import messages
+from .channel import Channel, open_channel
+from .proxy import Proxies, from_environment
+from .resolver import AddressRefused
 
 MAX_REDIRECTS = 5
 MAX_RETRY_AFTER = 120.0
@@ -74,58 +75,12 @@ class CatalogFetch:
     last_modified: str | None
 
 
-class AddressRefused(OSError):
-    """A host whose every address is private: refused, and not worth a retry."""
+@dataclass
+class _Prefix:
+    """The validators of the response that produced the bytes a sink holds: a retry within
+    one download() resumes with them."""
 
-
-class PublicOnlyResolver(AbstractResolver):
-    """Resolves names, keeping only public addresses unless the host is trusted.
-
-    Checked when connecting, so a name that re-binds to a private address after a first lookup
-    still cannot reach it.
-    """
-
-    def __init__(self, trusted: frozenset[str]) -> None:
-        self._inner = DefaultResolver()
-        self._trusted = trusted
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        results = await self._inner.resolve(host, port, family)
-        if host.lower().rstrip(".") in self._trusted:
-            return results
-        public = [r for r in results if is_public_address(r["host"])]
-        if not public:
-            raise AddressRefused(
-                errno.EACCES,
-                f"{host} resolves only to non-public addresses; add it to the upstream's "
-                "allow_hosts to trust it",
-            )
-        return public
-
-    async def close(self) -> None:
-        await self._inner.close()
-
-
-def uses_proxy(url: str, proxies: dict[str, str]) -> bool:
-    """Whether the environment sends this url through a proxy, which then resolves the host."""
-    if not proxies:
-        return False  # the common case, once or twice per request: no parsing
-    parts = urlsplit(url)
-    if parts.scheme not in proxies:
-        return False
-    return not urllib.request.proxy_bypass(parts.netloc)
-
-
-def proxy_hosts(proxies: dict[str, str]) -> frozenset[str]:
-    """The proxies' own hosts: trusted as configured, like the catalogs' hosts."""
-    hosts = set()
-    for value in proxies.values():
-        host = urlsplit(value if "://" in value else f"http://{value}").hostname
-        if host:
-            hosts.add(host.lower())
-    return frozenset(hosts)
+    validators: Validators
 
 
 def _larger_socket_reads() -> None:
@@ -169,52 +124,49 @@ def backoff(attempt: int) -> float:
 
 
 class Fetcher:
+    """Every transfer of a run; each request goes out through its upstream's own channel."""
+
     def __init__(
         self,
         limits: Limits,
         *,
-        trusted_hosts: frozenset[str] = frozenset(),
         on_bytes: Callable[[int], None] | None = None,
+        environ: Mapping[str, str] | None = None,
+        resolver: AbstractResolver | None = None,
     ) -> None:
         self.limits = limits
-        self.proxies = urllib.request.getproxies()
-        self.trusted = frozenset(h.lower() for h in trusted_hosts) | proxy_hosts(self.proxies)
         self.on_bytes = on_bytes or (lambda n: None)
-        self._session: aiohttp.ClientSession | None = None
+        self._environ = os.environ if environ is None else environ
+        self._resolver = resolver
+        self._channels: dict[Trust, Channel] = {}
+        self._proxies: Proxies | None = None
+        self._entered = False
 
     async def __aenter__(self) -> Fetcher:
         _larger_socket_reads()
-        connector = aiohttp.TCPConnector(
-            resolver=PublicOnlyResolver(self.trusted),
-            limit=64,
-            ttl_dns_cache=None,
-            use_dns_cache=False,
-        )
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            auto_decompress=False,
-            # Proxies come from the environment through _proxy_for; aiohttp's own trust_env
-            # would also re-read ~/.netrc in a worker thread for every request.
-            trust_env=False,
-            read_bufsize=CHUNK,
-            timeout=aiohttp.ClientTimeout(
-                total=None,
-                connect=None,
-                sock_connect=self.limits.connect_timeout,
-                sock_read=self.limits.low_speed_time,
-            ),
-            headers={"User-Agent": f"eumirror/{__version__}", "Accept-Encoding": "identity"},
-        )
+        self._entered = True
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._session is not None:
-            await self._session.close()
+        self._entered = False
+        channels, self._channels = list(self._channels.values()), {}
+        for channel in channels:
+            await channel.close()
 
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        assert self._session is not None, "use Fetcher as an async context manager"
-        return self._session
+    def channel(self, trust: Trust) -> Channel:
+        """The channel of one upstream's trust, opened on first use."""
+        found = self._channels.get(trust)
+        if found is None:
+            assert self._entered, "use Fetcher as an async context manager"
+            found = open_channel(trust, self.limits, self._environment, self._resolver)
+            self._channels[trust] = found
+        return found
+
+    def _environment(self) -> Proxies:
+        """The environment's proxies, read once per Fetcher (when a first channel opens)."""
+        if self._proxies is None:
+            self._proxies = from_environment(self._environ)
+        return self._proxies
 
     # -- retries ----------------------------------------------------------------------------
     async def _with_retries(self, what: str, attempt_once: Callable[[], Awaitable[Any]]) -> Any:
@@ -233,113 +185,128 @@ class Fetcher:
                 await asyncio.sleep(delay)
 
     # -- requests ---------------------------------------------------------------------------
-    def _proxy_for(self, url: str) -> str | None:
-        """HTTP_PROXY / HTTPS_PROXY / NO_PROXY, as curl and urllib read them."""
-        if not uses_proxy(url, self.proxies):
-            return None
-        return self.proxies[urlsplit(url).scheme]
+    async def _open(
+        self, channel: Channel, url: str, headers: dict[str, str], where: str
+    ) -> _Opened:
+        """GET with our redirect rules: a hop limit, http(s) only, never https to http; every
+        hop passes the upstream's address rule (its channel's resolver, or admit() before a
+        proxy).
 
-    async def _check_host(self, url: str) -> None:
-        """Refuse an unlisted host whose address is not public (literal IPs skip the resolver)."""
-        host = (urlsplit(url).hostname or "").lower().rstrip(".")
-        if host in self.trusted or uses_proxy(url, self.proxies):
-            return
-        loop = asyncio.get_running_loop()
-        try:
-            infos = await loop.getaddrinfo(host, None, type=socket.SOCK_STREAM)
-        except OSError as exc:
-            raise FetchError(f"cannot resolve {host}: {exc}", transient=True) from None
-        if not infos or not all(is_public_address(str(info[4][0])) for info in infos):
-            raise FetchError(
-                f"{redact(url)}: host {host} is not a public address",
-                hint="add it to the upstream's allow_hosts if it is meant",
-            )
-
-    async def _open(self, url: str, headers: dict[str, str]) -> aiohttp.ClientResponse:
-        """GET with our redirect rules: a hop limit, http(s) only, never https to http."""
+        `where` starts each message ('catalog URL' or '' when the caller names the url).
+        """
         current = url
         for _hop in range(MAX_REDIRECTS + 1):
-            await self._check_host(current)
+            label = where if current == url else _join(where, f"redirected to {_show(current)}")
             try:
-                resp = await self.session.get(
-                    current,
-                    headers=headers,
-                    allow_redirects=False,
-                    proxy=self._proxy_for(current),
-                )
+                options = await channel.admit(current, headers)
+            except AddressRefused as exc:
+                raise FetchError(_join(label, str(exc.strerror))) from None
+            except OSError:  # our own lookup, before a proxy
+                host = urlsplit(current).hostname or "?"
+                raise FetchError(_join(label, f"cannot resolve {host}"), transient=True) from None
+            try:
+                resp = await channel.session.get(current, allow_redirects=False, **options)
             except aiohttp.ClientConnectorError as exc:
-                refused = isinstance(exc.os_error, AddressRefused)
-                message = exc.os_error.strerror if refused else _describe(exc)
-                raise FetchError(f"{redact(current)}: {message}", transient=not refused) from None
-            except (
-                aiohttp.ClientConnectionError,
-                aiohttp.ClientPayloadError,
-                TimeoutError,
-                OSError,
-            ) as exc:
-                raise FetchError(f"{redact(current)}: {_describe(exc)}", transient=True) from None
-            except aiohttp.ClientError as exc:
-                raise FetchError(f"{redact(current)}: {_describe(exc)}") from None
+                if isinstance(exc.os_error, AddressRefused):
+                    raise FetchError(_join(label, str(exc.os_error.strerror))) from None
+                raise self._connect_failed(exc, current, label, channel) from None
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                raise self._connect_failed(exc, current, label, channel) from None
             if resp.status not in REDIRECTS:
-                return resp
+                return _Opened(resp, label)
             location = resp.headers.get("Location", "")
             resp.release()
             target = urljoin(current, location)
             scheme = urlsplit(target).scheme.lower()
             if not location or scheme not in HTTP_SCHEMES:
-                raise FetchError(
-                    f"{redact(current)} redirects to {redact(target)!r}, which is not http(s)"
-                )
+                raise FetchError(_join(label, "redirects to an url that is not http(s)"))
             if urlsplit(current).scheme.lower() == "https" and scheme == "http":
-                raise FetchError(f"{redact(current)} redirects from https to http; refused")
+                raise FetchError(_join(label, "redirects from https to http; refused"))
             current = target
-        raise FetchError(f"{redact(url)}: more than {MAX_REDIRECTS} redirects")
+        raise FetchError(_join(where, f"more than {MAX_REDIRECTS} redirects"))
 
-    async def _stream(self, resp: aiohttp.ClientResponse, url: str) -> AsyncIterator[bytes]:
+    def _connect_failed(
+        self, exc: BaseException, url: str, label: str, channel: Channel
+    ) -> FetchError:
+        sentence = messages.connect_problem(
+            exc,
+            _host_port(url),
+            ca_file=channel.trust.ca_file,
+            timeout=self.limits.connect_timeout,
+        )
+        permanent = isinstance(exc, aiohttp.ClientSSLError | aiohttp.InvalidURL)
+        return FetchError(_join(label, sentence), transient=not permanent)
+
+    async def _stream(self, opened: _Opened) -> AsyncIterator[bytes]:
         """Body chunks with curl's low-speed rule: under N bytes/s for T seconds aborts."""
+        resp = opened.response
         limit, window = self.limits.low_speed_limit, self.limits.low_speed_time
         started = time.monotonic()
-        seen = 0
+        seen = total = 0
         try:
             while True:
                 # Chunks as they arrived: read(n) would join them into a copy first.
                 chunk, _ = await resp.content.readchunk()
                 if not chunk:
-                    return
+                    break
                 seen += len(chunk)
+                total += len(chunk)
                 self.on_bytes(len(chunk))
                 yield chunk
                 elapsed = time.monotonic() - started
                 if elapsed >= window:
                     if seen / elapsed < limit:
                         raise FetchError(
-                            f"{redact(url)}: slower than {limit} bytes/s for {window:g}s; aborted",
+                            _join(
+                                opened.where,
+                                f"slower than {limit} bytes/s for {window:g}s after "
+                                f"{messages.of_bytes(total, resp.content_length)}; aborted",
+                            ),
                             transient=True,
                         )
                     started, seen = time.monotonic(), 0
         except (
             aiohttp.ClientPayloadError,
             aiohttp.ClientConnectionError,
+            aiohttp.ClientResponseError,
             TimeoutError,
             OSError,
         ) as exc:
-            raise FetchError(f"{redact(url)}: {_describe(exc)}", transient=True) from None
+            sentence = messages.body_problem(exc, total, resp.content_length, window)
+            raise FetchError(_join(opened.where, sentence), transient=True) from None
+        expected = resp.content_length
+        if expected is not None and total < expected:
+            raise FetchError(
+                _join(
+                    opened.where,
+                    "the server closed the connection after " + messages.of_bytes(total, expected),
+                ),
+                transient=True,
+            )
 
     # -- catalogs ---------------------------------------------------------------------------
     async def fetch_catalog(
-        self, source: Source, known: Validators, on_changed: Callable[[], None] = lambda: None
+        self,
+        source: Source,
+        known: Validators,
+        on_changed: Callable[[], None] = lambda: None,
+        *,
+        trust: Trust | None = None,
     ) -> CatalogFetch:
         """The catalog, or a body of None when unchanged; `on_changed` is called as soon as it is
-        known that a new body is coming (so the caller can start work that needs it)."""
+        known that a new body is coming (so the caller can start work that needs it).
+
+        `trust` is the upstream's (Upstream.trust); without it only the catalog's host is."""
         if source.is_file:
             return await self._file_catalog(source, known, on_changed)
+        channel = self.channel(trust or Trust(hosts=frozenset({source.host})))
         result: CatalogFetch = await self._with_retries(
-            redact(source.url), lambda: self._http_catalog(source.url, known, on_changed)
+            redact(source.url), lambda: self._http_catalog(channel, source.url, known, on_changed)
         )
         return result
 
     async def _http_catalog(
-        self, url: str, known: Validators, on_changed: Callable[[], None]
+        self, channel: Channel, url: str, known: Validators, on_changed: Callable[[], None]
     ) -> CatalogFetch:
         headers: dict[str, str] = {}
         if known.etag:
@@ -347,25 +314,31 @@ class Fetcher:
         if known.last_modified:
             headers["If-Modified-Since"] = known.last_modified
         cap = self.limits.catalog_max_bytes
-        resp = await self._open(url, headers)
+        where = f"catalog {_show(url)}"
+        opened = await self._open(channel, url, headers, where)
+        resp = opened.response
         async with resp:
             if resp.status == 304 and (known.etag or known.last_modified):
                 return CatalogFetch(None, known.etag, known.last_modified)
-            _raise_for_status(resp, url)
+            _raise_for_status(resp, opened.where)
             on_changed()
+            kind = resp.headers.get("Content-Type", "")
+            if kind.split(";", 1)[0].strip().lower() == "text/html":
+                raise _html_page(where, kind)
             if resp.content_length is not None and resp.content_length > cap:
                 raise CatalogError(
-                    f"catalog {redact(url)} is {resp.content_length} bytes, "
-                    f"more than catalog_max_bytes ({cap})"
+                    f"{where} is {messages.count(resp.content_length)} bytes, "
+                    f"more than catalog_max_bytes ({messages.count(cap)})"
                 )
             body = bytearray()
-            async for chunk in self._stream(resp, url):
+            async for chunk in self._stream(opened):
                 body += chunk
                 if len(body) > cap:
                     raise CatalogError(
-                        f"catalog {redact(url)} is larger than catalog_max_bytes ({cap}); refused"
+                        f"{where} is larger than catalog_max_bytes ({messages.count(cap)}); refused"
                     )
-            _check_length(resp, len(body), url)
+            if body[:64].lstrip()[:1] == b"<":
+                raise _html_page(where, kind)
             etag = resp.headers.get("ETag")
             modified = resp.headers.get("Last-Modified")
             if not etag and not settled(modified, resp.headers.get("Date")):
@@ -399,44 +372,62 @@ class Fetcher:
         return CatalogFetch(body, tag, None)
 
     # -- tarballs ---------------------------------------------------------------------------
-    async def download(self, url: str, sink: Sink, known: Validators) -> Validators:
-        """Stream `url` into `sink`, resuming from `sink.offset` when the upstream allows it."""
+    async def download(
+        self, url: str, sink: Sink, known: Validators, *, trust: Trust
+    ) -> Validators:
+        """Stream `url` into `sink`, resuming from `sink.offset` when the upstream allows it.
+
+        `trust` is the upstream's (Upstream.trust): its hosts are the only non-public ones
+        this request, or any redirect of it, may reach. A retry resumes from what the failed
+        attempt delivered, validated with the validators of the response that produced those
+        bytes (not the caller's, which may be older).
+        """
         if url.startswith("file:"):
             await self._file_download(url, sink)
             return Validators()
+        channel = self.channel(trust)
+        prefix = _Prefix(known)
         result: Validators = await self._with_retries(
-            redact(url), lambda: self._http_download(url, sink, known)
+            redact(url), lambda: self._http_download(channel, url, sink, prefix)
         )
         return result
 
-    async def _http_download(self, url: str, sink: Sink, known: Validators) -> Validators:
+    async def _http_download(
+        self, channel: Channel, url: str, sink: Sink, prefix: _Prefix
+    ) -> Validators:
         headers: dict[str, str] = {}
-        if sink.offset and known.if_range():
+        if sink.offset and (if_range := prefix.validators.if_range()):
             headers["Range"] = f"bytes={sink.offset}-"
-            headers["If-Range"] = known.if_range() or ""
-        resp = await self._open(url, headers)
+            headers["If-Range"] = if_range
+        opened = await self._open(channel, url, headers, "")
+        resp = opened.response
         async with resp:
             if resp.status == 416 and sink.offset:
+                if _complete_length(resp.headers.get("Content-Range", "")) == sink.offset:
+                    return prefix.validators  # the prefix is the whole file (a long header)
                 await sink.restart()
                 raise FetchError(
-                    f"{redact(url)}: the kept partial no longer fits; starting over",
+                    _join(opened.where, "the kept partial no longer fits; starting over"),
                     transient=True,
                     retry_after=0.0,
                 )
-            _raise_for_status(resp, url)
+            _raise_for_status(resp, opened.where)
             got = Validators(resp.headers.get("ETag"), resp.headers.get("Last-Modified"))
             if resp.status == 206:
                 start = _range_start(resp.headers.get("Content-Range", ""))
                 if start != sink.offset:
                     await sink.restart()
                     raise FetchError(
-                        f"{redact(url)}: unexpected Content-Range; starting over", transient=True
+                        _join(opened.where, "unexpected Content-Range; starting over"),
+                        transient=True,
                     )
+                if not (got.etag or got.last_modified):
+                    got = prefix.validators  # the same representation, as If-Range said
             elif sink.offset:
                 await sink.restart()
+            prefix.validators = got  # what the bytes written from here on belong to
             sink.expect(resp.content_length or 0, got)
-            received = await _pump(self._stream(resp, url), sink)
-            _check_length(resp, received, url)
+            await _pump(self._stream(opened), sink)
             return got
 
     async def _file_download(self, url: str, sink: Sink) -> None:
@@ -490,12 +481,39 @@ async def _pump(chunks: AsyncIterator[bytes], sink: Sink) -> int:
     return total
 
 
-def _check_length(resp: aiohttp.ClientResponse, got: int, url: str) -> None:
-    expected = resp.content_length
-    if expected is not None and got < expected:
-        raise FetchError(
-            f"{redact(url)}: body ended after {got} of {expected} bytes", transient=True
-        )
+@dataclass
+class _Opened:
+    """A response and the words its messages start with (which url, which redirect hop)."""
+
+    response: aiohttp.ClientResponse
+    where: str
+
+
+def _join(where: str, sentence: str) -> str:
+    return messages.clip(f"{where}: {sentence}" if where else sentence)
+
+
+def _show(url: str) -> str:
+    """An url as a message shows it: credentials hidden, a very long one shortened."""
+    return messages.shorten(redact(url))
+
+
+def _host_port(url: str) -> str:
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or "?"
+        port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+    except ValueError:
+        return "?"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _html_page(where: str, kind: str) -> CatalogError:
+    shown = messages.printable(kind) or "none"
+    return CatalogError(
+        f"{where} is an HTML page (Content-Type {shown}), not a catalog",
+        hint="check the url and any login page or captive portal in between",
+    )
 
 
 def _range_start(content_range: str) -> int:
@@ -506,27 +524,23 @@ def _range_start(content_range: str) -> int:
         return -1
 
 
-def _raise_for_status(resp: aiohttp.ClientResponse, url: str) -> None:
+def _complete_length(content_range: str) -> int:
+    """N of a 416's `Content-Range: bytes */N`, or -1."""
+    unit, _, rest = content_range.partition(" ")
+    size = rest.partition("/")[2]
+    return int(size) if unit == "bytes" and size.isdigit() else -1
+
+
+def _raise_for_status(resp: aiohttp.ClientResponse, where: str) -> None:
     if resp.status in (200, 206):
         return
-    where = redact(url)
+    status = f"HTTP {resp.status} {messages.printable(resp.reason or '')}".rstrip()
     if resp.status == 429 or resp.status >= 500:
         wait = retry_after_seconds(resp.headers.get("Retry-After"))
         if wait is not None and wait > MAX_RETRY_AFTER:
             raise FetchError(
-                f"{where}: HTTP {resp.status}, asked to retry after {wait:.0f}s",
+                _join(where, f"{status}, asked to retry after {wait:.0f}s"),
                 hint="the next scheduled sync will try again",
             )
-        raise FetchError(
-            f"{where}: HTTP {resp.status} {resp.reason or ''}".rstrip(),
-            transient=True,
-            retry_after=wait,
-        )
-    raise FetchError(f"{where}: HTTP {resp.status} {resp.reason or ''}".rstrip())
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    text = str(exc) or type(exc).__name__
-    return text.splitlines()[0][:200]
+        raise FetchError(_join(where, status), transient=True, retry_after=wait)
+    raise FetchError(_join(where, status))
