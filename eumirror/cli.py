@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub.add_parser("verify", parents=[with_config], help="re-hash every published tarball")
     sub.add_parser("status", parents=[with_config], help="summary of each upstream")
+    sub.add_parser("serve", parents=[with_config], help="serve the mirror ([serve]), no syncing")
     name = sub.add_parser("name", parents=[common], help="print the eustore name of files")
     name.add_argument("files", nargs="+", metavar="FILE")
     catalog = sub.add_parser("catalog", help="publisher tools")
@@ -91,6 +92,10 @@ def dispatch(args: argparse.Namespace) -> int:
         from .commands.report import show_status
 
         return show_status(config)
+    if args.command == "serve":
+        from .service.serve import run_serve
+
+        return asyncio.run(run_serve(config))
     if args.once or args.dry_run:
         from .commands.once import sync_once
 

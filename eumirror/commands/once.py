@@ -78,7 +78,16 @@ async def sync_once(
         except OSError as exc:
             log.error("metrics_not_written", path=str(metrics_file), error=str(exc))
     summarise(report)
+    await notify_published(config, report)
     return int(ExitCode.OK if report.ok else ExitCode.FAILED)
+
+
+async def notify_published(config: Config, report: RunReport) -> None:
+    """Push to the downstreams of every upstream that published a new catalog."""
+    from ..service.notify import notify_downstreams
+
+    fresh = [u.name for u in report.upstreams if u.published]
+    await notify_downstreams(config.upstreams, fresh)
 
 
 def summarise(report: RunReport) -> None:

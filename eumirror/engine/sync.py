@@ -65,6 +65,7 @@ class UpstreamReport:
     downloaded_bytes: int = 0
     verify_failures: int = 0
     unchanged: bool = False
+    published: bool = False  # a new catalog went live (downstreams are notified)
     error: str = ""
     failures: list[str] = field(default_factory=list)
 
@@ -319,7 +320,7 @@ class Syncer:
         bound.debug("files_ready", ready=len(ready))
         body = iter_catalog(plan.top, outcome.images)
         with paused_gc():
-            await asyncio.to_thread(mirror.publish_catalog, up.name, body)
+            report.published = await asyncio.to_thread(mirror.publish_catalog, up.name, body)
         self.published[up.name] = outcome.referenced
         self.touched.add(up.name)
         files.published = outcome.published

@@ -9,12 +9,14 @@ from __future__ import annotations
 import functools
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import Collector
 
 from .. import __version__
 from ..core.config import Config, Schedule
@@ -129,9 +131,18 @@ def iso(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts, UTC).isoformat() if ts else None
 
 
-def make_app(snapshot: Callable[[], dict[str, Any]]) -> web.Application:
-    """GET/HEAD only (aiohttp answers 405 for the rest); nothing here takes input."""
+def make_app(
+    snapshot: Callable[[], dict[str, Any]],
+    *,
+    collectors: Sequence[Collector] = (),
+    request_sync: Callable[[str], None] | None = None,
+    trigger_token_file: Path | None = None,
+) -> web.Application:
+    """GET/HEAD only (aiohttp answers 405 for the rest), plus `POST /sync` when a trigger token
+    file is configured (service/trigger.py); `collectors` add to /metrics (the content server's)."""
     registry = registry_for(snapshot)
+    for collector in collectors:
+        registry.register(collector)
 
     async def metrics(_: web.Request) -> web.Response:
         body = generate_latest(registry)
@@ -148,6 +159,10 @@ def make_app(snapshot: Callable[[], dict[str, Any]]) -> web.Application:
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/status", status)
+    if trigger_token_file is not None and request_sync is not None:
+        from .trigger import sync_trigger
+
+        app.router.add_post("/sync", sync_trigger(trigger_token_file, request_sync))
     return app
 
 
