@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 
 import aiohttp
 from prometheus_client.core import CounterMetricFamily, Metric
@@ -25,11 +24,11 @@ MAX_RETRY_AFTER = 10.0
 TIMEOUT = aiohttp.ClientTimeout(total=10, connect=5)
 
 
-@dataclass
 class NotifyCounters(Collector):
     """Failed pushes per upstream (after the retries), for /metrics."""
 
-    failures: dict[str, int] = field(default_factory=dict)
+    def __init__(self) -> None:
+        self.failures: dict[str, int] = {}
 
     def collect(self) -> Iterator[Metric]:
         family = CounterMetricFamily(
@@ -68,7 +67,7 @@ async def _push(session: aiohttp.ClientSession, up: Upstream, url: str) -> None:
                     log.info("downstream_notified", upstream=up.name, url=redact(url))
                     return
                 problem = f"HTTP {resp.status}"
-                if resp.status in (401, 403, 404):
+                if 400 <= resp.status < 500 and resp.status not in (408, 429):
                     break  # a wrong token or url does not get better by asking again
                 if resp.status == 429:
                     wait = _retry_after(resp.headers.get("Retry-After"), wait)
