@@ -7,6 +7,7 @@ RFC 9110 allows; an If-Range that does not match strongly also gives the whole f
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -23,7 +24,12 @@ class Answer:
 
 
 def http_date(mtime: float) -> str:
-    return formatdate(int(mtime), usegmt=True)
+    return _http_date(int(mtime))
+
+
+@functools.lru_cache(maxsize=1024)
+def _http_date(seconds: int) -> str:
+    return formatdate(seconds, usegmt=True)
 
 
 def etag_matches(header: str, etag: str) -> bool:

@@ -7,6 +7,7 @@ Only the published layout is reachable: `/`, `/<U>/` (listings), `/<U>` (a redir
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
@@ -15,6 +16,7 @@ from ..core.config import UPSTREAM_NAME
 
 NAME = re.compile(r"[0-9]{10}\Z")
 _FORBIDDEN_RAW = re.compile(r"%(2f|5c|00)|\\", re.IGNORECASE)
+_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f/\\]")
 
 
 @dataclass(frozen=True)
@@ -30,8 +32,10 @@ class Route:
         return self.kind == "file" and len(self.parts) == 2
 
 
+@functools.lru_cache(maxsize=4096)
 def route(raw_path: str) -> Route | None:
-    """The route for a raw (still percent-encoded) request path, or None for 404."""
+    """The route for a raw (still percent-encoded) request path, or None for 404 (cached: the
+    same few paths, a catalog above all, are asked for again and again)."""
     path = raw_path.split("?", 1)[0]
     if not path.startswith("/") or _FORBIDDEN_RAW.search(path):
         return None
@@ -41,9 +45,7 @@ def route(raw_path: str) -> Route | None:
             segment = unquote_to_bytes(raw).decode("utf-8")
         except UnicodeDecodeError:
             return None
-        if segment.startswith(".") or "/" in segment or "\\" in segment:
-            return None
-        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in segment):
+        if segment.startswith(".") or _FORBIDDEN.search(segment):
             return None
         segments.append(segment)
     if segments == [""]:
