@@ -375,6 +375,7 @@ class ContentServer:
             self.app.handle,
             max_connections=self.serve.max_connections,
             keepalive_timeout=self.serve.idle_timeout,
+            access_log=None,  # ours is the `http_request` event
         )
         self.runner = web.ServerRunner(server, handle_signals=False)
         await self.runner.setup()
