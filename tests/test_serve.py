@@ -461,6 +461,17 @@ def test_slow_client_holds_one_slot_and_is_dropped(limited: Served) -> None:
         assert len(got) < BIG
     finally:
         slow.close()
+    gone = _connect(limited)
+    gone.sendall(f"GET /up/{url} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    assert gone.recv(4096).startswith(b"HTTP/1.1 200")
+    gone.close()  # mid-body: the server drops it quietly
+    count = 1
+    events = limited.proc.events
+    while len(dropped := [e for e in events("http_request") if e["status"] == 499]) < 2:
+        limited.proc.wait_event("http_request", count)  # the next event, bounded
+        count += 1
+    assert all(e["sent"] < BIG for e in dropped), "the slow and the gone client, counted as 499"
+    assert not [line for line in limited.proc.raw if not line.startswith("{")], "not JSON log"
     held = [_connect_live(limited) for _ in range(3)]
     try:
         assert len(held) == 3

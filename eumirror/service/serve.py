@@ -26,7 +26,6 @@ from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
-from aiohttp.web_protocol import RequestHandler
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -101,13 +100,10 @@ class ContentApp:
                 resp: web.StreamResponse = web.Response(
                     status=405, text="only GET and HEAD\n", headers={"Allow": "GET, HEAD"}
                 )
+                status = 405
             else:
-                resp, sent = await self._answer(request)
-            status = resp.status
+                resp, sent, status = await self._answer(request)
             return resp
-        except (ConnectionError, TimeoutError):
-            status = 499  # the client went away or was too slow; nothing more to answer
-            raise
         finally:
             self.counters.count(status, sent)
             if self.debug:
@@ -121,20 +117,23 @@ class ContentApp:
                     seconds=round(time.monotonic() - began, 6),
                 )
 
-    async def _answer(self, request: web.BaseRequest) -> tuple[web.StreamResponse, int]:
+    async def _answer(self, request: web.BaseRequest) -> tuple[web.StreamResponse, int, int]:
+        """The response, the body bytes sent, and the status to count (499: the client went
+        away, or was dropped as too slow, before the body was sent)."""
         found = route(request.raw_path)
         if found is None:
-            return _not_found(), 0
+            return _not_found(), 0, 404
         if found.kind == "redirect":
-            return web.Response(status=301, headers={"Location": f"/{quote(found.upstream)}/"}), 0
+            location = f"/{quote(found.upstream)}/"
+            return web.Response(status=301, headers={"Location": location}), 0, 301
         if found.kind in ("index", "listing"):
             page = await asyncio.to_thread(self._listing, found)
             if page is None:
-                return _not_found(), 0
-            return web.Response(text=page, content_type="text/html", charset="utf-8"), 0
+                return _not_found(), 0, 404
+            return web.Response(text=page, content_type="text/html", charset="utf-8"), 0, 200
         opened = self._open(found.parts)
         if opened is None:
-            return _not_found(), 0
+            return _not_found(), 0, 404
         fd, st = opened
         try:
             return await self._send(request, found, fd, st)
@@ -211,7 +210,7 @@ class ContentApp:
 
     async def _send(
         self, request: web.BaseRequest, found: Route, fd: int, st: os.stat_result
-    ) -> tuple[web.StreamResponse, int]:
+    ) -> tuple[web.StreamResponse, int, int]:
         etag = await self._etag(found, fd, st)
         answer = decide(request.headers, etag=etag, mtime=st.st_mtime, size=st.st_size)
         headers = {
@@ -222,10 +221,10 @@ class ContentApp:
         if found.is_catalog:
             headers["Cache-Control"] = "no-cache"
         if answer.status == 304:
-            return web.Response(status=304, headers=headers), 0
+            return web.Response(status=304, headers=headers), 0, 304
         if answer.status == 416:
             headers["Content-Range"] = f"bytes */{st.st_size}"
-            return web.Response(status=416, headers=headers), 0
+            return web.Response(status=416, headers=headers), 0, 416
         headers["Content-Type"] = (
             "application/json" if found.is_catalog else "application/octet-stream"
         )
@@ -235,15 +234,19 @@ class ContentApp:
         resp.content_length = answer.end - answer.start
         await resp.prepare(request)
         if request.method == "HEAD" or answer.end == answer.start:
-            return resp, 0
+            return resp, 0, answer.status
         sent = await self._sendfile(request, fd, answer)
+        if sent < answer.end - answer.start:
+            return resp, sent, 499  # aiohttp's write_eof on the closed transport is quiet
         await resp.write_eof()
-        return resp, sent
+        return resp, sent, answer.status
 
     async def _sendfile(self, request: web.BaseRequest, fd: int, answer: Answer) -> int:
+        """Bytes sent: all of the span, or fewer when the client went away or was too slow (its
+        connection is then closed; an expected event, never a traceback)."""
         transport = request.transport
         if transport is None:
-            raise ConnectionResetError("connection lost")
+            return 0
         loop = asyncio.get_running_loop()
         offset = answer.start
         step = SEND_CHUNK
@@ -254,6 +257,9 @@ class ContentApp:
                 try:
                     async with asyncio.timeout(self.send_timeout):
                         await loop.sendfile(transport, fobj, offset, count)
+                except ConnectionError:
+                    transport.abort()
+                    break
                 except TimeoutError:
                     log.info(
                         "http_client_too_slow",
@@ -263,7 +269,7 @@ class ContentApp:
                         send_timeout=self.send_timeout,
                     )
                     transport.abort()
-                    raise
+                    break
                 offset += count
                 if loop.time() - began < self.send_timeout / 8:
                     step = min(step * 2, MAX_SEND_CHUNK)
@@ -340,6 +346,15 @@ def _debug_enabled() -> bool:
     return not hasattr(probe, "is_enabled_for") or bool(probe.is_enabled_for(logging.DEBUG))
 
 
+class _Busy(asyncio.Protocol):
+    """A connection over the limit: told 503 and closed, without an HTTP handler at all."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.WriteTransport)
+        transport.write(_BUSY)
+        transport.close()
+
+
 class LimitedServer(web.Server):
     """aiohttp's low-level server with a bound on open connections: one over the bound is
     answered 503 and closed at once (a slow client holds its one connection, never more)."""
@@ -348,12 +363,11 @@ class LimitedServer(web.Server):
         super().__init__(handler, **kwargs)
         self.max_connections = max_connections
 
-    def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
+    def __call__(self) -> Any:
+        """The protocol for a new connection (asyncio calls this once per accepted socket)."""
         if len(self.connections) >= self.max_connections:
-            transport.write(_BUSY)
-            transport.close()
-            return
-        super().connection_made(handler, transport)
+            return _Busy()
+        return super().__call__()
 
 
 class ContentServer:
