@@ -333,6 +333,28 @@ def test_catalog_is_never_served_half_written(tmp_path: Path) -> None:
         proc.kill()
 
 
+def test_catalog_etag_follows_the_bytes(tmp_path: Path) -> None:
+    """A catalog rewritten with the same bytes (new inode, new mtime) keeps its ETag, so a
+    downstream's revalidation stays a 304; other bytes of the same size get a new one at once."""
+    root = tmp_path / "root"
+    store = Store(root)
+    store.prepare()
+    dest = root / "up" / "catalog"
+    store.write_atomic(dest, b'{"images": [1]}\n')
+    proc = start_serve(tmp_path, root)
+    try:
+        first = proc.request("GET", "/up/catalog")[1]["etag"]
+        store.write_atomic(dest, b'{"images": [1]}\n')  # a forced rewrite, same bytes
+        code, headers, _ = proc.request("GET", "/up/catalog", {"If-None-Match": first})
+        assert code == 304 and headers["etag"] == first
+        store.write_atomic(dest, b'{"images": [2]}\n')  # same size, same clock tick maybe
+        code, headers, body = proc.request("GET", "/up/catalog", {"If-None-Match": first})
+        assert code == 200 and body == b'{"images": [2]}\n'
+        assert headers["etag"] != first
+    finally:
+        proc.kill()
+
+
 def test_config_errors_are_exit_2(tmp_path: Path) -> None:
     """[serve] on the [status] address, [serve] with an s3 root, and `serve` without [serve]
     are configuration errors (exit 2) naming the key."""
