@@ -26,6 +26,7 @@ from ..commands.report import DAEMON_ADDRESS
 from ..core.config import Config, load_config
 from ..core.errors import EumirrorError, ExitCode, LockHeld, StorageError
 from ..engine.gcpause import release_frozen
+from ..engine.sync import RunReport
 from ..log import log
 from ..storage.fs import Mirror
 from . import sdnotify
@@ -147,7 +148,7 @@ class Daemon:
             self.content = ContentServer(self.config.root, self.config.serve, self.http_counters)
             await self.content.start()
 
-    def push(self, report: Any) -> None:
+    def push(self, report: RunReport) -> None:
         """Notify downstreams in the background: a slow one never delays the next sync."""
         task = asyncio.create_task(notify_published(self.config, report))
         self.pushes.add(task)
