@@ -502,6 +502,33 @@ def test_slow_client_holds_one_slot_and_is_dropped(limited: Served) -> None:
             sock.close()
 
 
+def test_stop_is_prompt_during_a_stalled_transfer(tmp_path: Path) -> None:
+    """SIGTERM while a client has stopped reading a big tarball: exit 0 within seconds, not
+    after send_timeout."""
+    import signal
+
+    root = tmp_path / "root"
+    Store(root).prepare()
+    Store(root).publish_catalog("up", b'{"images": []}\n')
+    big = root / "up" / "images" / "0000000001" / "big.tgz"
+    big.parent.mkdir(parents=True)
+    big.write_bytes(tarball(9, BIG))
+    proc = start_serve(tmp_path, root, send_timeout="10m")
+    try:
+        host, port = proc.address()
+        stalled = socket.create_connection((host, port), timeout=10)
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stalled.sendall(b"GET /up/images/0000000001/big.tgz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert stalled.recv(64).startswith(b"HTTP/1.1 200")
+        began = time.monotonic()
+        proc.proc.send_signal(signal.SIGTERM)
+        assert proc.proc.wait(20) == 0
+        assert time.monotonic() - began < 10
+        stalled.close()
+    finally:
+        proc.kill()
+
+
 # -- TLS ----------------------------------------------------------------------------------------
 def _certificate(folder: Path, cn: str) -> tuple[Path, Path]:
     cert, key = folder / f"{cn}.crt", folder / f"{cn}.key"

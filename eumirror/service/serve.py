@@ -4,8 +4,7 @@ Only the published layout is answered (service/paths.py decides from the raw pat
 reached by opening each component below the root with O_NOFOLLOW relative to the folder above,
 so a symlink is never followed unawares and the headers come from one fstat of the very file that
 is sent: a catalog replaced by rename mid-request is sent whole, old or new, never a mix. The body
-goes to the kernel's sendfile in bounded chunks, each of which must leave within `send_timeout`.
-No state is read per request.
+goes to the kernel's sendfile (service/sendfile.py). No state is read per request.
 """
 
 from __future__ import annotations
@@ -32,14 +31,11 @@ from prometheus_client.registry import Collector
 from ..core.config import UPSTREAM_NAME, Config, Serve
 from ..core.errors import ConfigError, EumirrorError
 from ..log import log
-from .conditional import Answer, decide, http_date
+from .conditional import decide, http_date
 from .paths import NAME, Route, route
+from .sendfile import Outcome, Sender
 
-SEND_CHUNK = 1 << 20
-"""Bytes of the first sendfile call; a client must take each call's bytes within `send_timeout`.
-A call that took less than an eighth of it doubles the next one, up to MAX_SEND_CHUNK, so a fast
-client costs few calls and a slow one is judged on small steps."""
-MAX_SEND_CHUNK = 64 << 20
+HASH_CHUNK = 1 << 20
 _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _OPEN_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 _BUSY = (
@@ -82,11 +78,13 @@ class ContentApp:
         self.send_timeout = send_timeout
         self.counters = counters
         self.debug = _debug_enabled()
+        self.sender = Sender(send_timeout)
         self._root_fd = -1
         self._etags: dict[tuple[int, ...], str] = {}
         self._hashing: dict[tuple[int, ...], asyncio.Future[str]] = {}
 
     def close(self) -> None:
+        self.sender.close()
         if self._root_fd >= 0:
             os.close(self._root_fd)
             self._root_fd = -1
@@ -235,45 +233,23 @@ class ContentApp:
         await resp.prepare(request)
         if request.method == "HEAD" or answer.end == answer.start:
             return resp, 0, answer.status
-        sent = await self._sendfile(request, fd, answer)
-        if sent < answer.end - answer.start:
+        transport = request.transport
+        if transport is None:
+            return resp, 0, 499
+        sent, outcome = await self.sender.send(transport, fd, answer.start, answer.end)
+        if outcome is not Outcome.DONE:
+            if outcome is Outcome.SLOW:
+                log.info(
+                    "http_client_too_slow",
+                    remote=request.remote,
+                    path=request.raw_path,
+                    sent=sent,
+                    send_timeout=self.send_timeout,
+                )
+            transport.abort()
             return resp, sent, 499  # aiohttp's write_eof on the closed transport is quiet
         await resp.write_eof()
         return resp, sent, answer.status
-
-    async def _sendfile(self, request: web.BaseRequest, fd: int, answer: Answer) -> int:
-        """Bytes sent: all of the span, or fewer when the client went away or was too slow (its
-        connection is then closed; an expected event, never a traceback)."""
-        transport = request.transport
-        if transport is None:
-            return 0
-        loop = asyncio.get_running_loop()
-        offset = answer.start
-        step = SEND_CHUNK
-        with os.fdopen(os.dup(fd), "rb", buffering=0) as fobj:
-            while offset < answer.end:
-                count = min(step, answer.end - offset)
-                began = loop.time()
-                try:
-                    async with asyncio.timeout(self.send_timeout):
-                        await loop.sendfile(transport, fobj, offset, count)
-                except ConnectionError:
-                    transport.abort()
-                    break
-                except TimeoutError:
-                    log.info(
-                        "http_client_too_slow",
-                        remote=request.remote,
-                        path=request.raw_path,
-                        sent=offset - answer.start,
-                        send_timeout=self.send_timeout,
-                    )
-                    transport.abort()
-                    break
-                offset += count
-                if loop.time() - began < self.send_timeout / 8:
-                    step = min(step * 2, MAX_SEND_CHUNK)
-        return offset - answer.start
 
     # -- listings ---------------------------------------------------------------------------
     def _listing(self, found: Route) -> str | None:
@@ -328,7 +304,7 @@ def _hash_fd(fd: int) -> str:
     digest = hashlib.blake2b(digest_size=16)
     with open(fd, "rb", buffering=0) as f:
         offset = 0
-        while chunk := os.pread(f.fileno(), SEND_CHUNK, offset):
+        while chunk := os.pread(f.fileno(), HASH_CHUNK, offset):
             digest.update(chunk)
             offset += len(chunk)
     return f'"{digest.hexdigest()}"'
@@ -391,9 +367,13 @@ class ContentServer:
             keepalive_timeout=self.serve.idle_timeout,
             access_log=None,  # ours is the `http_request` event
         )
-        self.runner = web.ServerRunner(server, handle_signals=False)
+        # Stopping waits for answers in flight only briefly (a stop must be prompt), and the
+        # backlog takes a burst of clients at once as nginx's does (511), not aiohttp's 128.
+        self.runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=2.0)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, self.serve.host, self.serve.port, ssl_context=self.tls)
+        site = web.TCPSite(
+            self.runner, self.serve.host, self.serve.port, ssl_context=self.tls, backlog=1024
+        )
         try:
             await site.start()
         except OSError as exc:
