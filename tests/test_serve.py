@@ -435,6 +435,38 @@ def _read_all(sock: socket.socket) -> bytes:
     return data
 
 
+def test_big_bodies_from_sender_threads_keep_the_connection_usable(limited: Served) -> None:
+    """A big tarball (sent by a sender thread), then a range of it, then the catalog, all on one
+    keep-alive connection: every body exact, nothing interleaved."""
+    import http.client
+
+    data = limited.path_of("big.tgz").read_bytes()
+    host, port = limited.proc.address()
+    deadline = time.monotonic() + 10
+    while True:  # a free slot (earlier tests' connections may still be closing)
+        conn = http.client.HTTPConnection(host, port, timeout=30)
+        conn.request("HEAD", "/up/catalog")
+        head = conn.getresponse()
+        head.read()
+        if head.status == 200:
+            break
+        conn.close()
+        assert time.monotonic() < deadline
+    try:
+        path = f"/up/{limited.url_of('big.tgz')}"
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        assert resp.status == 200 and resp.read() == data
+        conn.request("GET", path, headers={"Range": f"bytes=1000-{len(data) - 1001}"})
+        resp = conn.getresponse()
+        assert resp.status == 206 and resp.read() == data[1000:-1000]
+        conn.request("GET", "/up/catalog")
+        resp = conn.getresponse()
+        assert resp.status == 200 and resp.read() == limited.catalog_bytes
+    finally:
+        conn.close()
+
+
 def test_connection_limit(limited: Served) -> None:
     """Over max_connections a new connection gets 503 and is closed; a freed slot is reused."""
     held = [_connect_live(limited) for _ in range(3)]
