@@ -74,6 +74,7 @@ class Sender:
         loop = asyncio.get_running_loop()
         self.busy += 1
         self.stops.add(stop)
+        reading = transport.is_reading()  # as loop.sendfile does: restore, don't force
         transport.pause_reading()
         try:
             job = loop.run_in_executor(
@@ -86,7 +87,7 @@ class Sender:
         finally:
             self.busy -= 1
             self.stops.discard(stop)
-            if not transport.is_closing():
+            if reading and not transport.is_closing():
                 transport.resume_reading()
 
     async def _stepped(
