@@ -93,6 +93,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     bad = root / "up" / "images" / "0000000001"
     bad.mkdir()
     (bad / "passwd").symlink_to(outside / "passwd")
+    (bad / "secret").symlink_to("../../../.eumirror/secret")  # inside the root, but unpublished
     (root / "alias").symlink_to("up")
     proc = start_serve(folder, root)
     try:
@@ -253,6 +254,7 @@ def test_listings_and_redirect(served: Served) -> None:
         "/up//catalog",
         "/escape/catalog",
         "/up/images/0000000001/passwd",
+        "/up/images/0000000001/secret",
         "/up/images/",
         "/up/images/1/x",
         "/nothing/catalog",
