@@ -104,6 +104,7 @@ def build_parser() -> tuple[Parser, dict[str, Parser]]:
     command("verify", "re-hash every published tarball")
     status = command("status", "summary of each upstream")
     status.add_argument("--json", action="store_true", help="print one JSON document")
+    command("serve", "serve the mirror ([serve]), no syncing")
     name = command("name", "print the eustore name of files")
     name.add_argument("files", nargs="+", metavar="FILE")
     catalog = sub.add_parser("catalog", help="publisher tools")
@@ -186,6 +187,10 @@ def dispatch(args: argparse.Namespace) -> int:
         from .commands.report import show_status
 
         return show_status(config, as_json=args.json)
+    if args.command == "serve":
+        from .service.serve import run_serve
+
+        return asyncio.run(run_serve(config))
     if args.once or args.dry_run:
         from .commands.once import sync_once
 

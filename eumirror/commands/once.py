@@ -93,7 +93,16 @@ async def sync_once(
             print(f"eumirror: {metrics_not_written(metrics_file, exc)}", file=sys.stderr)
             code = ExitCode.FAILED
     summarise(report, mirror, once=True)
+    await notify_published(config, report)
     return int(code)
+
+
+async def notify_published(config: Config, report: RunReport) -> None:
+    """Push to the downstreams of every upstream that published a new catalog."""
+    from ..service.notify import notify_downstreams
+
+    fresh = [u.name for u in report.upstreams if u.published]
+    await notify_downstreams(config.upstreams, fresh)
 
 
 def metrics_not_written(path: Path, exc: OSError) -> str:

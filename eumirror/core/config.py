@@ -29,6 +29,15 @@ from .policy import (
 )
 
 DEFAULT_PATH = Path("/etc/eumirror/eumirror.toml")
+UPSTREAM_KEYS = {
+    "name",
+    "catalog",
+    "allow_hosts",
+    "proxy",
+    "ca_file",
+    "notify",
+    "notify_token_file",
+}
 UPSTREAM_NAME = re.compile(r"[a-z0-9][a-z0-9._-]*\Z")
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*(B|KiB|MiB|GiB|TiB)\Z")
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\Z")
@@ -61,6 +70,20 @@ class StatusListen:
     port: int = 9105
     progress_interval: float = 30.0
     """Seconds between two `progress` log events of a sync or verify (not on a terminal)."""
+    trigger_token_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class Serve:
+    """`[serve]`: the content server (absent: nothing but the status endpoint is served)."""
+
+    host: str
+    port: int
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    max_connections: int = 1024
+    idle_timeout: float = 75.0
+    send_timeout: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -74,6 +97,8 @@ class Upstream:
     """Extra certificate authorities for this upstream's https, a PEM file."""
     auth: tuple[str, str] | None = field(default=None, repr=False)
     """The catalog url's userinfo, taken out of the url at load (see policy.split_credentials)."""
+    notify: tuple[str, ...] = ()
+    notify_token_file: Path | None = None
 
     @functools.cached_property
     def trust(self) -> Trust:
@@ -101,6 +126,7 @@ class Config:
     status: StatusListen = field(default_factory=StatusListen)
     limits: Limits = field(default_factory=Limits)
     upstreams: tuple[Upstream, ...] = ()
+    serve: Serve | None = None
 
 
 def config_path(explicit: str | None) -> Path:
@@ -199,7 +225,7 @@ class _Reader:
         return value
 
     def config(self, doc: Mapping[str, Any]) -> Config:
-        self.only(doc, {"mirror", "schedule", "status", "limits", "upstream"}, "")
+        self.only(doc, {"mirror", "schedule", "status", "limits", "upstream", "serve"}, "")
         mirror = self.table(doc, "mirror", {"root", "public_url", "concurrency", "keep_removed"})
         if "root" not in mirror:
             raise self.fail("mirror.root", "required: the folder eumirror writes to")
@@ -211,6 +237,8 @@ class _Reader:
         if not 1 <= concurrency <= 64:
             raise self.fail("mirror.concurrency", "must be between 1 and 64")
         keep_removed = self.get(mirror, "mirror", "keep_removed", float, 3600.0, parse_duration)
+        status = self.status(doc)
+        serve = self.serve(doc, status, s3_root=root_text.startswith("s3://"))
         return Config(
             path=self.path,
             root=Path(os.path.normpath(self.base / Path(root_text).expanduser())),
@@ -218,9 +246,10 @@ class _Reader:
             concurrency=concurrency,
             keep_removed=keep_removed,
             schedule=self.schedule(doc),
-            status=self.status(doc),
+            status=status,
             limits=self.limits(doc),
             upstreams=self.upstreams(doc),
+            serve=serve,
         )
 
     def schedule(self, doc: Mapping[str, Any]) -> Schedule:
@@ -235,12 +264,58 @@ class _Reader:
         return Schedule(interval=None if cron else interval, cron=cron, jitter=jitter)
 
     def status(self, doc: Mapping[str, Any]) -> StatusListen:
-        table = self.table(doc, "status", {"listen", "progress_interval"})
+        table = self.table(doc, "status", {"listen", "progress_interval", "trigger_token_file"})
         host, port = self.get(table, "status", "listen", tuple, ("127.0.0.1", 9105), parse_listen)
         every = self.get(table, "status", "progress_interval", float, 30.0, parse_duration)
         if every <= 0:
             raise self.fail("status.progress_interval", "must be longer than zero")
-        return StatusListen(host=host, port=port, progress_interval=every)
+        token = self.path_of(table, "status", "trigger_token_file")
+        return StatusListen(host=host, port=port, progress_interval=every, trigger_token_file=token)
+
+    def path_of(self, table: Mapping[str, Any], where: str, key: str) -> Path | None:
+        """An optional file path, relative to the config file's folder."""
+        text = self.get(table, where, key, str, "")
+        if key in table and not text:
+            raise self.fail(f"{where}.{key}", "must not be empty")
+        return Path(os.path.normpath(self.base / Path(text).expanduser())) if text else None
+
+    def serve(self, doc: Mapping[str, Any], status: StatusListen, *, s3_root: bool) -> Serve | None:
+        keys = {"listen", "tls_cert", "tls_key", "max_connections", "idle_timeout", "send_timeout"}
+        if "serve" not in doc:
+            return None
+        t = self.table(doc, "serve", keys)
+        if s3_root:
+            raise self.fail("serve", "an s3 root is served by the object store; remove [serve]")
+        if "listen" not in t:
+            raise self.fail("serve.listen", 'required, e.g. "0.0.0.0:8080"')
+        host, port = self.get(t, "serve", "listen", tuple, ("", 0), parse_listen)
+        if port and port == status.port and same_host(host, status.host):
+            raise self.fail("serve.listen", f"{host}:{port} is also [status] listen; use another")
+        cert, key = self.path_of(t, "serve", "tls_cert"), self.path_of(t, "serve", "tls_key")
+        if (cert is None) != (key is None):
+            raise self.fail(
+                "serve.tls_key" if key is None else "serve.tls_cert", "set both or none"
+            )
+        d = Serve(host, port)
+        serve = Serve(
+            host,
+            port,
+            tls_cert=cert,
+            tls_key=key,
+            max_connections=self.get(t, "serve", "max_connections", int, d.max_connections),
+            idle_timeout=self.get(
+                t, "serve", "idle_timeout", float, d.idle_timeout, parse_duration
+            ),
+            send_timeout=self.get(
+                t, "serve", "send_timeout", float, d.send_timeout, parse_duration
+            ),
+        )
+        if serve.max_connections < 1:
+            raise self.fail("serve.max_connections", "must be at least 1")
+        for name in ("idle_timeout", "send_timeout"):
+            if getattr(serve, name) <= 0:
+                raise self.fail(f"serve.{name}", "must be more than zero")
+        return serve
 
     def limits(self, doc: Mapping[str, Any]) -> Limits:
         keys = {
@@ -297,7 +372,19 @@ class _Reader:
             where = f"upstream[{position}]"
             if not isinstance(table, dict):
                 raise self.fail(where, "must be a table")
-            self.only(table, {"name", "catalog", "allow_hosts", "proxy", "ca_file"}, where)
+            self.only(
+                table,
+                {
+                    "name",
+                    "catalog",
+                    "allow_hosts",
+                    "proxy",
+                    "ca_file",
+                    "notify",
+                    "notify_token_file",
+                },
+                where,
+            )
             for key in ("name", "catalog"):
                 if key not in table:
                     raise self.fail(f"{where}.{key}", "required")
@@ -321,6 +408,12 @@ class _Reader:
                 ca_file = os.path.normpath(self.base / Path(ca_file).expanduser())
                 if not os.path.isfile(ca_file):
                     raise self.fail(f"{where}.ca_file", f"{ca_file}: no such file")
+            notify = self.get(table, where, "notify", list, [])
+            for url in notify:
+                parts = urlsplit(url) if isinstance(url, str) else None
+                if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+                    raise self.fail(f"{where}.notify", f"{url!r} is not an http(s) url")
+            token = self.path_of(table, where, "notify_token_file")
             upstreams.append(
                 Upstream(
                     name,
@@ -329,6 +422,8 @@ class _Reader:
                     proxy=proxy,
                     ca_file=ca_file,
                     auth=auth,
+                    notify=tuple(notify),
+                    notify_token_file=token,
                 )
             )
         return tuple(upstreams)
@@ -381,6 +476,12 @@ def parse_listen(value: Any) -> tuple[str, int]:
     if port > 65535:
         raise ValueError(f"port {port} is above 65535")
     return host, port
+
+
+def same_host(a: str, b: str) -> bool:
+    """Two listen hosts that would take the same port (a wildcard takes every address)."""
+    wild = {"0.0.0.0", "::", ""}
+    return a == b or a in wild or b in wild
 
 
 def _public_url(value: Any) -> str:

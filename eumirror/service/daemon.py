@@ -21,17 +21,20 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from ..commands.once import run_sync, summarise
+from ..commands.once import notify_published, run_sync, summarise
 from ..commands.progress import report_progress
 from ..commands.report import DAEMON_ADDRESS, status_url
 from ..core.config import Config, load_config
 from ..core.errors import EumirrorError, ExitCode, LockHeld, StorageError
 from ..core.progress import Progress
 from ..engine.gcpause import release_frozen
+from ..engine.sync import RunReport
 from ..log import log
 from ..storage.fs import Mirror
 from . import sdnotify
 from .endpoint import make_app
+from .notify import COUNTERS as NOTIFY_COUNTERS
+from .serve import ContentServer, HttpCounters
 from .status import StateCache, iso, status_document
 
 
@@ -52,6 +55,9 @@ class Daemon:
         self.state_cache = StateCache(self.mirror)
         self.progress: Progress | None = None
         """The running sync's counters, for /status and the page; None between syncs."""
+        self.http_counters = HttpCounters()
+        self.content: ContentServer | None = None
+        self.pushes: set[asyncio.Task[None]] = set()
 
     # -- what /status and /metrics show -----------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
@@ -104,13 +110,22 @@ class Daemon:
             return
         if (new.status.host, new.status.port) != (self.config.status.host, self.config.status.port):
             log.warning("reload_listen_ignored", reason="the status address changes on restart")
+        if new.serve != self.config.serve:
+            log.warning("reload_serve_ignored", reason="[serve] changes on restart")
+        if self.content is not None:
+            self.content.reload_tls()
         self.config = new
         self.scheduler.reschedule_job("sync", trigger=trigger_for(new))
         log.info("reloaded", config=str(self.config_file), upstreams=len(new.upstreams))
 
     # -- lifecycle --------------------------------------------------------------------------
     async def start_status(self) -> None:
-        app = make_app(self.snapshot)
+        app = make_app(
+            self.snapshot,
+            collectors=(self.http_counters, NOTIFY_COUNTERS),
+            request_sync=self.request,
+            trigger_token_file=self.config.status.trigger_token_file,
+        )
         self.runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self.runner.setup()
         site = web.TCPSite(self.runner, self.config.status.host, self.config.status.port)
@@ -135,6 +150,18 @@ class Daemon:
                 listen=self.listen,
                 hint="anyone who reaches this address can read /status and /metrics",
             )
+
+    async def start_content(self) -> None:
+        """The content server of `[serve]`, beside the status endpoint (service/serve.py)."""
+        if self.config.serve is not None:
+            self.content = ContentServer(self.config.root, self.config.serve, self.http_counters)
+            await self.content.start()
+
+    def push(self, report: RunReport) -> None:
+        """Notify downstreams in the background: a slow one never delays the next sync."""
+        task = asyncio.create_task(notify_published(self.config, report))
+        self.pushes.add(task)
+        task.add_done_callback(self.pushes.discard)
 
     def record_listen(self) -> None:
         """Tell `eumirror status` where we listen (the real port, also when configured as 0)."""
@@ -181,6 +208,7 @@ class Daemon:
             upstreams=len(report.upstreams),
         )
         summarise(report, self.mirror)
+        self.push(report)
         release_frozen()
         sdnotify.notify(f"STATUS={self.last_result}")
 
@@ -196,6 +224,12 @@ class Daemon:
         loop.add_signal_handler(signal.SIGUSR1, self.request, "SIGUSR1")
         try:
             await self.start_status()
+            try:
+                await self.start_content()
+            except BaseException:
+                assert self.runner is not None
+                await self.runner.cleanup()
+                raise
         except BaseException:
             for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
                 loop.remove_signal_handler(signum)
@@ -233,6 +267,10 @@ class Daemon:
             self.scheduler.shutdown(wait=False)
             if watchdog is not None:
                 watchdog.cancel()
+            for task in list(self.pushes):
+                task.cancel()
+            if self.content is not None:
+                await self.content.stop()
             if self.runner is not None:
                 self.forget_listen()
                 await self.runner.cleanup()

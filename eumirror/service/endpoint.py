@@ -1,18 +1,20 @@
 """The status endpoint's routes: thin aiohttp handlers over one status document.
 
 `/` (HTML), `/status` (JSON), `/healthz` and `/metrics` all render the snapshot the daemon
-builds from memory; nothing here takes input, and only GET/HEAD are routed (aiohttp answers 405
-for the rest).
+builds from memory; only GET/HEAD are routed (aiohttp answers 405 for the rest), and the one
+input taken is `POST /sync` with a bearer token, when a trigger token file is configured.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import Collector
 
 from .metrics import registry_for
 from .page import render_page
@@ -25,8 +27,18 @@ SECURITY_HEADERS = {
 """The page loads nothing and runs no script; say so to the browser."""
 
 
-def make_app(snapshot: Callable[[], dict[str, Any]]) -> web.Application:
+def make_app(
+    snapshot: Callable[[], dict[str, Any]],
+    *,
+    collectors: Sequence[Collector] = (),
+    request_sync: Callable[[str], None] | None = None,
+    trigger_token_file: Path | None = None,
+) -> web.Application:
+    """Plus `POST /sync` when a trigger token file is configured (service/trigger.py);
+    `collectors` add to /metrics (the content server's, the pushes')."""
     registry = registry_for(snapshot)
+    for collector in collectors:
+        registry.register(collector)
 
     async def page(_: web.Request) -> web.Response:
         return web.Response(
@@ -52,6 +64,10 @@ def make_app(snapshot: Callable[[], dict[str, Any]]) -> web.Application:
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/status", status)
+    if trigger_token_file is not None and request_sync is not None:
+        from .trigger import sync_trigger
+
+        app.router.add_post("/sync", sync_trigger(trigger_token_file, request_sync))
     return app
 
 
