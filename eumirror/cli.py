@@ -178,7 +178,8 @@ def dispatch(args: argparse.Namespace) -> int:
             Path(args.dir) if args.dir else None,
             in_place=args.in_place,
         )
-    config = load_config(config_path(args.config))
+    # `serve` serves what is under the root: it needs no upstream to mirror.
+    config = load_config(config_path(args.config), need_upstreams=args.command != "serve")
     if args.command == "verify":
         from .commands.verify import verify_mirror
 

@@ -96,7 +96,8 @@ def test_https_upstream_with_its_own_ca_file(
     assert human_lines(refused.stderr) == [
         f"eumirror: up: catalog {https_server.url}/catalog: TLS: the certificate of "
         f"127.0.0.1:{port} is self-signed (set SSL_CERT_FILE or the upstream's ca_file); "
-        "the published catalog is unchanged and the next sync tries again"
+        "nothing has been published for it yet; run `eumirror sync --once` again once that is "
+        "fixed"
     ]
 
     config.write_text(config.read_text() + f"ca_file = {json.dumps(str(certificate[0]))}\n")

@@ -141,7 +141,7 @@ def closest(word: str, choices: Iterable[str]) -> str | None:
     return close[0] if close else None
 
 
-def load_config(path: Path) -> Config:
+def load_config(path: Path, *, need_upstreams: bool = True) -> Config:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -152,7 +152,7 @@ def load_config(path: Path) -> Config:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the configuration: {exc.strerror}") from None
     config = parse_config(data, path=Path(os.path.abspath(path)))
-    if not config.upstreams:
+    if not config.upstreams and need_upstreams:
         # parse_config allows it (a fragment to test); a file to run with must name an upstream.
         raise ConfigError(
             f"{config.path}: no [[upstream]] configured, nothing to mirror",
