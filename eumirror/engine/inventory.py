@@ -109,27 +109,31 @@ def _still_verified(
     prefix: str, records: dict[str, Any]
 ) -> tuple[dict[str, list[Any]], list[tuple[str, list[Any]]]]:
     """Records whose file is still the one verified (a regular file of the same size and mtime
-    at images/<its name>/), and records whose file exists but changed. One stat each, no
-    hashing (100k files: ~0.2 s). Missing files are simply not kept."""
+    at images/<its name>/), and records whose file exists but changed. One lstat each, no
+    hashing: this runs every sync over every tarball, so it is kept to the bare minimum (a
+    record's shape is checked too: the state file is input like any other)."""
     kept: dict[str, list[Any]] = {}
     changed: list[tuple[str, list[Any]]] = []
     lstat, is_reg = os.lstat, stat.S_ISREG
     for dest, rec in records.items():
-        if not (
-            type(rec) is list
-            and len(rec) == 4
-            and dest.startswith("images/")
-            and dest[7:18] == f"{rec[0]}/"
-            and is_valid_name(rec[0])
-        ):
-            continue
         try:
             st = lstat(prefix + dest)
         except (OSError, TypeError, ValueError):
+            continue  # missing: not kept
+        if type(rec) is not list or len(rec) != 4 or not is_reg(st.st_mode):
             continue
-        if st.st_size == rec[1] and st.st_mtime_ns == rec[2] and is_reg(st.st_mode):
+        name = rec[0]
+        if not (
+            type(name) is str
+            and dest[7:18] == name + "/"
+            and dest[:7] == "images/"
+            and "/" not in dest[18:]
+            and is_valid_name(name)
+        ):
+            continue
+        if st.st_size == rec[1] and st.st_mtime_ns == rec[2]:
             kept[dest] = rec
-        elif is_reg(st.st_mode):
+        else:
             changed.append((dest, rec))
     return kept, changed
 
