@@ -33,6 +33,7 @@ from ..core.names import CHUNK
 from ..core.policy import HTTP_SCHEMES, Source, is_public_address, redact
 from ..log import log
 from ..tuning import enabled
+from .ratelimit import bucket_for
 
 MAX_REDIRECTS = 5
 MAX_RETRY_AFTER = 120.0
@@ -300,12 +301,15 @@ class Fetcher:
         limit, window = self.limits.low_speed_limit, self.limits.low_speed_time
         started = time.monotonic()
         seen = 0
+        bucket = bucket_for(self.limits)  # [limits] max_rate; None (no cost) when unset
         try:
             while True:
                 # Chunks as they arrived: read(n) would join them into a copy first.
                 chunk, _ = await resp.content.readchunk()
                 if not chunk:
                     return
+                if bucket is not None:
+                    started += await bucket.take(len(chunk))  # our own wait is not slowness
                 seen += len(chunk)
                 self.on_bytes(len(chunk))
                 yield chunk
