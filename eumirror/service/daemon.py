@@ -32,6 +32,7 @@ from ..log import log
 from ..storage.fs import Mirror
 from . import sdnotify
 from .endpoint import make_app
+from .hooks import HookRunner, jobs_for
 from .status import StateCache, iso, status_document
 
 
@@ -52,6 +53,7 @@ class Daemon:
         self.state_cache = StateCache(self.mirror)
         self.progress: Progress | None = None
         """The running sync's counters, for /status and the page; None between syncs."""
+        self.hooks = HookRunner(self.mirror)
 
     # -- what /status and /metrics show -----------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
@@ -169,6 +171,7 @@ class Daemon:
             self.progress = None
             self.state_cache.invalidate()
             self.mirror.release_lock(fd)
+        self.hooks.start(jobs_for(self.config, report.upstreams))
         self.runs += 1
         ok = sum(1 for u in report.upstreams if u.result == "success")
         self.last_result = (
@@ -230,6 +233,7 @@ class Daemon:
                 finally:
                     self.running = None
         finally:
+            await self.hooks.stop()
             self.scheduler.shutdown(wait=False)
             if watchdog is not None:
                 watchdog.cancel()
