@@ -304,3 +304,67 @@ def test_bad_hook_settings_are_exit_2(tmp_path: Path, line: str, key: str) -> No
     )
     done = run_cli("sync", "--once", "--config", str(config))
     assert done.returncode == 2 and key in done.stderr, done.stderr
+
+
+def readme_hook() -> str:
+    """The register-images script exactly as the README shows it."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    start = readme.index("#!/bin/sh\n# /usr/local/bin/register-images")
+    end = readme.index('exit "$failed"\n', start) + len('exit "$failed"\n')
+    return readme[start:end]
+
+
+def image_tarball(label: str) -> bytes:
+    """A eustore-like .tgz holding an image file."""
+    import io
+    import tarfile
+
+    data = f"disk image {label}".encode()
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        info = tarfile.TarInfo(f"{label}/{label}.img")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def test_the_readme_register_images_hook_registers_each_added_image(
+    tmp_path: Path, upstream: Upstream, server: ThreadedFaultServer, mirror: Mirror
+) -> None:
+    """The README's hook, run by a real sync, calls euca-install-image once per added name with
+    that image's .img and architecture (euca-install-image is a recording stand-in)."""
+    import shutil
+
+    if shutil.which("jq") is None:
+        pytest.skip("jq is not installed (apt-get install jq): the README's hook uses it")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "calls"
+    stub = bin_dir / "euca-install-image"
+    stub.write_text(
+        f'#!/bin/sh\nargs="$*"; img=""\n'
+        'while [ $# -gt 0 ]; do [ "$1" = -i ] && img=$2; shift; done\n'
+        f'echo "$(cat "$img") $args" >> {calls}\n'
+    )
+    hook = bin_dir / "register-images"
+    hook.write_text(readme_hook())
+    for path in (stub, hook):
+        path.chmod(0o755)
+    one, arm = image_tarball("centos"), image_tarball("debian")
+    upstream.add("centos.tgz", one)
+    upstream.add("debian.tgz", arm, architecture="aarch64")
+    upstream.write()
+    hook_config(mirror, server, [str(hook), "--bucket", "prod"])
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
+
+    done = mirror.sync(env=env)
+
+    assert done.returncode == 0, done.stderr
+    assert named(done.stderr, "hook_done"), done.stderr
+    registered = sorted(calls.read_text().splitlines())
+    assert len(registered) == 2
+    assert registered[0].startswith("disk image centos") and "x86_64" in registered[0]
+    assert registered[1].startswith("disk image debian") and "aarch64" in registered[1]
+    assert all("prod" in line for line in registered)
+    lines = [e["line"] for e in named(done.stderr, "hook_output")]
+    assert any(f"registering {name_of(one)} (x86_64)" in line for line in lines), lines
