@@ -118,11 +118,13 @@ class HookRunner:
 
     async def _queued(self, job: HookJob) -> None:
         lock = self._locks.setdefault(job.upstream, asyncio.Lock())
-        async with lock:
-            ok = await run_hook(job)
-        if not ok:
-            await asyncio.to_thread(self._count_failure, job.upstream)
-        await asyncio.to_thread(_forget_lists, job.env)
+        try:
+            async with lock:
+                ok = await run_hook(job)
+            if not ok:
+                await asyncio.to_thread(self._count_failure, job.upstream)
+        finally:
+            _forget_lists(job.env)  # two unlinks, also when stopped: no leftovers under hooks/
 
     def _count_failure(self, upstream: str) -> None:
         """A state part of its own: written outside the lock, it never races a sync's meta."""
