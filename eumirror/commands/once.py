@@ -75,6 +75,7 @@ async def sync_once(
         log.info("sync_started", root=str(config.root), upstreams=len(config.upstreams))
         async with report_progress(progress, sys.stderr, config.status.progress_interval):
             report = await run_sync(config, mirror, allow_shrink=allow_shrink, progress=progress)
+    await run_hooks(config, mirror, report)
     log.info(
         "sync_done",
         result=report.result,
@@ -103,6 +104,14 @@ async def notify_published(config: Config, report: RunReport) -> None:
 
     fresh = [u.name for u in report.upstreams if u.published]
     await notify_downstreams(config.upstreams, fresh)
+
+
+async def run_hooks(config: Config, mirror: Mirror, report: RunReport) -> None:
+    """The on_publish hooks of new generations, after the lock is released; waited for."""
+    from ..service.hooks import HookRunner, jobs_for
+
+    if jobs := jobs_for(config, report.upstreams):
+        await HookRunner(mirror).run(jobs)
 
 
 def metrics_not_written(path: Path, exc: OSError) -> str:
@@ -147,7 +156,12 @@ def print_plan(plan: Plan) -> None:
         print(f"  {label:<9} {what:<10} {url}  ({step.reason})".rstrip(), file=out)
     for url in plan.dropped:
         print(f"  {'drop':<9} {'':<10} {redact(url)}  (gone upstream)", file=out)
+    for left in plan.filtered:
+        what = left.name or f"#{left.index}"
+        url = redact(left.source_url) if left.source_url else ""
+        print(f"  {'filtered':<9} {what:<10} {url}  ({left.rule})".rstrip(), file=out)
     counts = ", ".join(f"{plan.count(a)} {a.value}" for a in Action)
-    print(f"  total: {counts}, {len(plan.dropped)} drop", file=out)
+    filtered = f", {len(plan.filtered)} filtered" if plan.filtered else ""
+    print(f"  total: {counts}, {len(plan.dropped)} drop{filtered}", file=out)
     with contextlib.suppress(Exception):
         out.flush()

@@ -5,6 +5,7 @@ Every error names the key and the file. Only `load_config` touches the filesyste
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import functools
 import math
@@ -18,6 +19,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
+from .filters import Filters, parse_filters
 from .policy import (
     HTTP_SCHEMES,
     Source,
@@ -37,6 +39,10 @@ UPSTREAM_KEYS = {
     "ca_file",
     "notify",
     "notify_token_file",
+    "include",
+    "exclude",
+    "on_publish",
+    "hook_timeout",
 }
 UPSTREAM_NAME = re.compile(r"[a-z0-9][a-z0-9._-]*\Z")
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*(B|KiB|MiB|GiB|TiB)\Z")
@@ -55,6 +61,8 @@ class Limits:
     max_shrink: float = 0.5
     free_space_reserve: int = 256 << 20
     max_image_bytes: int = 64 << 30
+    max_rate: int | None = None
+    """Bytes per second for all downloads together; None: unlimited."""
 
 
 @dataclass(frozen=True)
@@ -99,6 +107,11 @@ class Upstream:
     """The catalog url's userinfo, taken out of the url at load (see policy.split_credentials)."""
     notify: tuple[str, ...] = ()
     notify_token_file: Path | None = None
+
+    filters: Filters = field(default_factory=Filters)
+    on_publish: tuple[str, ...] = ()
+    """The hook's argv, run after each new generation; () when none."""
+    hook_timeout: float = 3600.0
 
     @functools.cached_property
     def trust(self) -> Trust:
@@ -327,6 +340,7 @@ class _Reader:
             "max_shrink",
             "free_space_reserve",
             "max_image_bytes",
+            "max_rate",
         }
         t = self.table(doc, "limits", keys)
         d = Limits()
@@ -361,6 +375,13 @@ class _Reader:
         for key in ("catalog_max_bytes", "connect_timeout", "low_speed_time", "max_image_bytes"):
             if getattr(limits, key) <= 0:
                 raise self.fail(f"limits.{key}", "must be more than zero")
+        if "max_rate" in t:
+            rate = self.get(t, "limits", "max_rate", int, 0, parse_size)
+            if rate <= 0:
+                raise self.fail(
+                    "limits.max_rate", "must be more than zero (leave it out: unlimited)"
+                )
+            limits = dataclasses.replace(limits, max_rate=rate)
         return limits
 
     def upstreams(self, doc: Mapping[str, Any]) -> tuple[Upstream, ...]:
@@ -372,19 +393,7 @@ class _Reader:
             where = f"upstream[{position}]"
             if not isinstance(table, dict):
                 raise self.fail(where, "must be a table")
-            self.only(
-                table,
-                {
-                    "name",
-                    "catalog",
-                    "allow_hosts",
-                    "proxy",
-                    "ca_file",
-                    "notify",
-                    "notify_token_file",
-                },
-                where,
-            )
+            self.only(table, UPSTREAM_KEYS, where)
             for key in ("name", "catalog"):
                 if key not in table:
                     raise self.fail(f"{where}.{key}", "required")
@@ -424,9 +433,29 @@ class _Reader:
                     auth=auth,
                     notify=tuple(notify),
                     notify_token_file=token,
+                    **self.controls(table, where),
                 )
             )
         return tuple(upstreams)
+
+    def controls(self, table: Mapping[str, Any], where: str) -> dict[str, Any]:
+        """An upstream's filters and hook (issue 12's operator controls)."""
+        try:
+            filters = parse_filters(table.get("include"), table.get("exclude"))
+        except ValueError as exc:
+            key, _, problem = str(exc).partition(": ")
+            raise self.fail(f"{where}.{key}", problem) from None
+        hook = self.get(table, where, "on_publish", list, [])
+        if "on_publish" in table and (not hook or not all(isinstance(a, str) and a for a in hook)):
+            raise self.fail(
+                f"{where}.on_publish",
+                "must be a non-empty list of strings: the program and its arguments, e.g. "
+                '["/usr/local/bin/register-images", "--cloud", "prod"]',
+            )
+        timeout = self.get(table, where, "hook_timeout", float, 3600.0, parse_duration)
+        if timeout <= 0:
+            raise self.fail(f"{where}.hook_timeout", "must be longer than zero")
+        return {"filters": filters, "on_publish": tuple(hook), "hook_timeout": timeout}
 
     def source(self, catalog: str) -> Source:
         if not catalog:

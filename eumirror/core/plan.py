@@ -13,6 +13,7 @@ from typing import Any, overload
 
 from .catalog import Catalog
 from .errors import EumirrorError
+from .filters import Filters
 from .policy import Source, dest_to_url, image_dest, resolve_image_url
 
 
@@ -39,6 +40,17 @@ class Step:
     """The url published before for the same source url: its entry is kept whole on failure."""
 
 
+@dataclass(frozen=True, slots=True)
+class Filtered:
+    """An image a filter leaves out: never requested, not published."""
+
+    index: int
+    name: str
+    source_url: str
+    rule: str
+    """The rule that dropped it, as configured (`exclude os = ["fedora*"]`)."""
+
+
 @dataclass(frozen=True)
 class Plan:
     upstream: str
@@ -47,6 +59,10 @@ class Plan:
     dropped: tuple[str, ...]
     """Source urls published before and gone upstream now."""
     published_count: int
+    filtered: tuple[Filtered, ...] = ()
+    """Images the upstream lists that the upstream's filters leave out, in catalog order."""
+    filtered_published: int = 0
+    """How many of those were published before (they leave the catalog by the filter's will)."""
 
     def downloads(self) -> dict[str, Step]:
         """One download per name: later steps with the same name are links to its result."""
@@ -80,13 +96,20 @@ def make_plan(
     catalog: Catalog,
     previous: Mapping[str, str],
     inventory: Inventory,
+    filters: Filters | None = None,
 ) -> Plan:
-    """`previous` maps source urls to the urls published for them last time."""
+    """`previous` maps source urls to the urls published for them last time; `filters` leave
+    images out before anything is decided for them (unset: no per-image cost)."""
     steps: dict[int, Step] = {}
     seen_urls: set[str] = set()
+    dropped_by = filters.dropped_by if filters else None
+    filtered: dict[int, Filtered] = {}
     for bad in catalog.bad:
         source_url = _resolve_quietly(source, bad.fields)
         seen_urls.add(source_url)
+        if dropped_by is not None and (rule := dropped_by(bad.fields)):
+            filtered[bad.index] = Filtered(bad.index, "", source_url, rule)
+            continue
         steps[bad.index] = Step(
             bad.index,
             Action.FAIL,
@@ -103,6 +126,11 @@ def make_plan(
     reuse, link, download = Action.REUSE, Action.LINK, Action.DOWNLOAD
     for image in catalog.images:
         index, name, fields = image.index, image.name, image.fields
+        if dropped_by is not None and (rule := dropped_by(fields)):
+            source_url = _resolve_quietly(source, fields)
+            seen_urls.add(source_url)
+            filtered[index] = Filtered(index, name, source_url, rule)
+            continue
         try:
             source_url = resolve_image_url(source, image.url)
         except EumirrorError as exc:
@@ -140,7 +168,19 @@ def make_plan(
     seen_urls.discard("")
     dropped = tuple(url for url in previous if url not in seen_urls)
     ordered = tuple(steps.values()) if not catalog.bad else tuple(steps[i] for i in sorted(steps))
-    return Plan(upstream, catalog.top, ordered, dropped, len(previous))
+    if not filtered:
+        return Plan(upstream, catalog.top, ordered, dropped, len(previous))
+    kept_urls = {s.source_url for s in ordered}
+    gone = {f.source_url for f in filtered.values() if f.source_url not in kept_urls}
+    return Plan(
+        upstream,
+        catalog.top,
+        ordered,
+        dropped,
+        len(previous),
+        tuple(filtered[i] for i in sorted(filtered)),
+        sum(1 for url in previous if url in gone),
+    )
 
 
 def _keep_previous_once(steps: dict[int, Step]) -> None:
@@ -172,14 +212,21 @@ def _resolve_quietly(source: Source, fields: Any) -> str:
 
 def shrink_refusal(plan: Plan, max_shrink: float) -> str:
     """Why publishing this plan would drop too much of what is published ("" if it may go on)."""
-    if plan.published_count == 0 or max_shrink >= 1.0:
+    if plan.filtered and not plan.steps:
+        return (
+            f"the filters leave none of the upstream's {len(plan.filtered)} images "
+            f"(e.g. {plan.filtered[0].rule} dropped #{plan.filtered[0].index})"
+        )
+    # Images a filter leaves out were not dropped by the upstream: they count neither way.
+    published = plan.published_count - plan.filtered_published
+    if published <= 0 or max_shrink >= 1.0:
         return ""
     if not plan.steps:
         return f"the new catalog is empty; {plan.published_count} images are published"
-    share = len(plan.dropped) / plan.published_count
+    share = len(plan.dropped) / published
     if share > max_shrink:
         return (
-            f"the new catalog drops {len(plan.dropped)} of {plan.published_count} published "
+            f"the new catalog drops {len(plan.dropped)} of {published} published "
             f"images ({share:.0%}, more than max_shrink {max_shrink:.0%})"
         )
     return ""

@@ -18,6 +18,8 @@ class UpstreamReport:
     linked: int = 0
     downloaded: int = 0
     dropped: int = 0
+    filtered: int = 0
+    """Images the upstream lists that its include/exclude leave out."""
     deleted: int = 0
     downloaded_bytes: int = 0
     verify_failures: int = 0
@@ -32,6 +34,8 @@ class UpstreamReport:
     reason: str = ""
     """Why the catalog was rebuilt ("" when unchanged)."""
     error: str = ""
+    hook_env: dict[str, str] = field(default_factory=dict)
+    """For a new generation of an upstream with on_publish: the hook's environment."""
     failures: list[str] = field(default_factory=list)
 
     @property

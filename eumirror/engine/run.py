@@ -202,7 +202,10 @@ class UpstreamRun:
         )
 
     def _fingerprint(self) -> str:
-        return published_fingerprint(public_base=self._public_base())
+        shaping: dict[str, Any] = {}
+        if self.up.filters:  # unset adds nothing: fingerprints from before filters still hold
+            shaping["filters"] = self.up.filters.doc()
+        return published_fingerprint(public_base=self._public_base(), **shaping)
 
     def _public_base(self) -> str:
         public = self.ctx.config.public_url
@@ -213,6 +216,7 @@ class UpstreamRun:
         report.result, report.unchanged = "success", True
         report.images = int(self.meta.get("images", 0))
         report.reused = report.images
+        report.filtered = int(self.meta.get("filtered", 0))
         assert self.loaded is not None
         self.referenced = self.loaded.referenced
         self.bound.info("catalog_unchanged", url=redact(self.up.source.url))
@@ -230,6 +234,7 @@ class UpstreamRun:
         inventory = await ctx.inventory()
         plan = await self.in_thread(self._plan, body, inventory)
         report.dropped = len(plan.dropped)
+        report.filtered = len(plan.filtered)
         refusal = "" if ctx.allow_shrink else shrink_refusal(plan, ctx.config.limits.max_shrink)
         if ctx.dry_run:
             if ctx.show_plan:
@@ -238,9 +243,10 @@ class UpstreamRun:
             report.error = refusal
             return
         if refusal:
+            what = "the upstream's include/exclude" if plan.filtered else "the upstream"
             raise CatalogError(
                 f"refused to publish: {refusal}",
-                hint="check the upstream; if the shrink is meant, run "
+                hint=f"check {what}; if the shrink is meant, run "
                 "`eumirror sync --once --allow-shrink`",
             )
         await self.in_thread(self.mirror.mark_dirty, self.name)
@@ -253,6 +259,7 @@ class UpstreamRun:
         report.repaired = len(missing_before & ready)
         changed, outcome = await self.in_thread(self._publish, plan, ready, body if fresh else None)
         files = self.files
+        before = files.published
         files.published = outcome.published
         self.referenced = outcome.referenced
         report.published = changed
@@ -267,10 +274,27 @@ class UpstreamRun:
                 "config_fp": fingerprint,
                 "complete": not outcome.failed,
                 "images": report.images,
+                "filtered": report.filtered,
                 "catalog_stat": list(self.mirror.catalog_stat(self.name) or ()),
             }
         )
+        if changed:
+            self.meta["publishes"] = int(self.meta.get("publishes", 0)) + 1
         await self.in_thread(self._save_state)
+        if changed and self.up.on_publish:
+            report.hook_env = await self.in_thread(self._prepare_hook, before, outcome.published)
+
+    def _prepare_hook(
+        self, before: dict[str, list[str]], after: dict[str, list[str]]
+    ) -> dict[str, str]:
+        """The hook's name lists for this new generation (its number: the history's, if kept,
+        else the count of changed publishes recorded in meta)."""
+        from ..service.hooks import names_of, prepare_hook
+
+        generation = int(self.meta.get("generation") or self.meta["publishes"])
+        return prepare_hook(
+            self.mirror, self.name, generation, names_of(before.values()), names_of(after.values())
+        )
 
     def _plan(self, body: bytes | bytearray, inventory: Any) -> Plan:
         with paused_gc():
@@ -283,8 +307,11 @@ class UpstreamRun:
                 catalog=catalog,
                 previous=previous,
                 inventory=inventory,
+                filters=self.up.filters,
             )
-        self.bound.debug("planned", steps=len(plan.steps), drop=len(plan.dropped))
+        self.bound.debug(
+            "planned", steps=len(plan.steps), drop=len(plan.dropped), filtered=len(plan.filtered)
+        )
         return plan
 
     def _publish(
@@ -575,6 +602,7 @@ class UpstreamRun:
             linked=report.linked,
             downloaded=report.downloaded,
             dropped=report.dropped,
+            filtered=report.filtered or None,
             damaged=report.damaged or None,
             repaired=report.repaired or None,
             bytes=report.downloaded_bytes,

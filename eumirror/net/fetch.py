@@ -33,6 +33,7 @@ from ..tuning import enabled
 from . import messages
 from .channel import Channel, open_channel
 from .proxy import Proxies, from_environment
+from .ratelimit import bucket_for
 from .resolver import AddressRefused
 
 MAX_REDIRECTS = 5
@@ -243,12 +244,15 @@ class Fetcher:
         limit, window = self.limits.low_speed_limit, self.limits.low_speed_time
         started = time.monotonic()
         seen = total = 0
+        bucket = bucket_for(self.limits)  # [limits] max_rate; None (no cost) when unset
         try:
             while True:
                 # Chunks as they arrived: read(n) would join them into a copy first.
                 chunk, _ = await resp.content.readchunk()
                 if not chunk:
                     break
+                if bucket is not None:
+                    started += await bucket.take(len(chunk))  # our own wait is not slowness
                 seen += len(chunk)
                 total += len(chunk)
                 self.on_bytes(len(chunk))

@@ -33,6 +33,7 @@ from ..log import log
 from ..storage.fs import Mirror
 from . import sdnotify
 from .endpoint import make_app
+from .hooks import HookRunner, jobs_for
 from .notify import COUNTERS as NOTIFY_COUNTERS
 from .serve import ContentServer, HttpCounters
 from .status import StateCache, iso, status_document
@@ -58,6 +59,7 @@ class Daemon:
         self.http_counters = HttpCounters()
         self.content: ContentServer | None = None
         self.pushes: set[asyncio.Task[None]] = set()
+        self.hooks = HookRunner(self.mirror)
 
     # -- what /status and /metrics show -----------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
@@ -196,6 +198,7 @@ class Daemon:
             self.progress = None
             self.state_cache.invalidate()
             self.mirror.release_lock(fd)
+        self.hooks.start(jobs_for(self.config, report.upstreams))
         self.runs += 1
         ok = sum(1 for u in report.upstreams if u.result == "success")
         self.last_result = (
@@ -264,6 +267,7 @@ class Daemon:
                 finally:
                     self.running = None
         finally:
+            await self.hooks.stop()
             self.scheduler.shutdown(wait=False)
             if watchdog is not None:
                 watchdog.cancel()

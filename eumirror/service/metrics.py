@@ -75,6 +75,7 @@ class MirrorCollector(Collector):
             downloaded.add_metric([name], float(totals.get("downloaded_bytes", 0)))
             verify.add_metric([name], float(totals.get("verify_failures", 0)))
         yield from (last_ok, runs, duration, images, by_action, failed, downloaded, verify)
+        yield from controls_metrics(ups)
 
         in_progress = GaugeMetricFamily("eumirror_sync_in_progress", "1 while a sync runs.")
         in_progress.add_metric([], 1.0 if doc.get("in_progress") else 0.0)
@@ -103,6 +104,25 @@ class MirrorCollector(Collector):
         info = GaugeMetricFamily("eumirror_build_info", "Version of eumirror.", labels=["version"])
         info.add_metric([str(doc.get("version", ""))], 1.0)
         yield info
+
+
+def controls_metrics(ups: Mapping[str, Any]) -> Iterator[Metric]:
+    """The operator controls' figures (filters, hooks) per upstream."""
+    filtered = GaugeMetricFamily(
+        "eumirror_filtered_images",
+        "Images the upstream lists that its include/exclude filters leave out.",
+        labels=["upstream"],
+    )
+    hooks = CounterMetricFamily(
+        "eumirror_hook_failures",
+        "on_publish hooks that failed (exit status, timeout, could not start).",
+        labels=["upstream"],
+    )
+    for name, info in ups.items():
+        filtered.add_metric([name], float(info.get("filtered", 0) or 0))
+        hooks.add_metric([name], float((info.get("hooks") or {}).get("failures", 0)))
+    yield filtered
+    yield hooks
 
 
 def run_duration(run: Mapping[str, Any]) -> float:

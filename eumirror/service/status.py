@@ -171,12 +171,18 @@ class StateCache:
     def metas(self, names: Sequence[str]) -> dict[str, dict[str, Any]]:
         key = self._folder_key()
         if key is None or key != self._key or tuple(names) != self._names:
-            self._metas = {n: self.mirror.load_state(n, "meta") or {} for n in names}
+            self._metas = {n: self._meta(n) for n in names}
             self.reads += 1
             trusted = key is not None and time.time_ns() - key[0] >= RACY_NS
             self._key = key if trusted else None
             self._names = tuple(names)
         return self._metas
+
+    def _meta(self, name: str) -> dict[str, Any]:
+        meta = self.mirror.load_state(name, "meta") or {}
+        if hooks := self.mirror.load_state(name, "hooks"):  # written apart, outside the lock
+            meta["hooks"] = hooks
+        return meta
 
     def invalidate(self) -> None:
         self._key = None
@@ -211,6 +217,8 @@ def status_document(
             "last_run": with_iso_times(run) if isinstance(run, Mapping) else None,
             "last_success": iso(epoch(meta.get("last_success"))),
             "images": meta.get("images", 0),
+            "filtered": meta.get("filtered", 0),
+            "hooks": meta.get("hooks") or {},
             "totals": meta.get("totals") or {},
         }
         verdict = judge(info, now=now, max_age=max_age)
