@@ -84,6 +84,7 @@ def worker(url: str, each: int, streams: int, rate: int | None) -> None:
     import asyncio
 
     from eumirror.core.config import Limits
+    from eumirror.core.policy import Trust
     from eumirror.net.fetch import Fetcher, Validators
 
     seconds: dict[int, int] = {}
@@ -110,12 +111,12 @@ def worker(url: str, each: int, streams: int, rate: int | None) -> None:
 
     async def main() -> float:
         limits = Limits(max_rate=rate) if rate else Limits()
-        trusted = frozenset({"127.0.0.1"})
-        async with Fetcher(limits, trusted_hosts=trusted, on_bytes=on_bytes) as fetcher:
+        trust = Trust(hosts=frozenset({"127.0.0.1"}), proxy="")
+        async with Fetcher(limits, on_bytes=on_bytes) as fetcher:
             start = time.monotonic()
             await asyncio.gather(
                 *(
-                    fetcher.download(f"{url}/{i}?size={each}", Sink(), Validators())
+                    fetcher.download(f"{url}/{i}?size={each}", Sink(), Validators(), trust=trust)
                     for i in range(streams)
                 )
             )

@@ -13,6 +13,7 @@ from faultserver import ThreadedFaultServer
 
 from eumirror.core.config import Limits, parse_config
 from eumirror.core.errors import ConfigError
+from eumirror.core.policy import Trust
 from eumirror.net.fetch import Fetcher, Validators
 from eumirror.net.ratelimit import BURST_SECONDS, TokenBucket, bucket_for
 
@@ -89,12 +90,13 @@ async def test_eight_concurrent_downloads_share_the_limit(tmp_path: Path) -> Non
         (tmp_path / f"t{i}.tgz").write_bytes(tarball(i, size))
     limits = Limits(max_rate=RATE, low_speed_time=30.0)
     with ThreadedFaultServer(tmp_path) as server:
-        async with Fetcher(limits, trusted_hosts=frozenset({"127.0.0.1"})) as fetcher:
+        trust = Trust(hosts=frozenset({"127.0.0.1"}), proxy="")
+        async with Fetcher(limits) as fetcher:
             sinks = [CountingSink() for _ in range(8)]
             began = time.monotonic()
             await asyncio.gather(
                 *(
-                    fetcher.download(f"{server.url}/t{i}.tgz", sink, Validators())
+                    fetcher.download(f"{server.url}/t{i}.tgz", sink, Validators(), trust=trust)
                     for i, sink in enumerate(sinks)
                 )
             )
