@@ -100,14 +100,18 @@ async def sync_once(
 
 async def notify_published(config: Config, report: RunReport) -> None:
     """Push to the downstreams of every upstream that published a new catalog."""
+    fresh = [u.name for u in report.upstreams if u.published]
+    if not fresh or not any(up.notify for up in config.upstreams):
+        return  # the common case: no import of the server side (aiohttp.web) at all
     from ..service.notify import notify_downstreams
 
-    fresh = [u.name for u in report.upstreams if u.published]
     await notify_downstreams(config.upstreams, fresh)
 
 
 async def run_hooks(config: Config, mirror: Mirror, report: RunReport) -> None:
     """The on_publish hooks of new generations, after the lock is released; waited for."""
+    if not any(up.on_publish for up in config.upstreams):
+        return
     from ..service.hooks import HookRunner, jobs_for
 
     if jobs := jobs_for(config, report.upstreams):

@@ -91,7 +91,11 @@ class UpstreamRun:
         """Kinds of failure that may hit many images (no space): counted for one summary."""
         self.active_partials: set[Path] = set()
         self.kept_partials: frozenset[str] = frozenset()
-        self.state_changed = False
+        self.meta_read = False
+        self.body_sha = ""
+        self.publish_pending = False
+        """A catalog was published: the files state is saved (and the dirty mark cleared) in
+        `finish`, after the clean-up, once."""
         self.cancelled = threading.Event()
         """Set when this run's thread work must stop (a stop, or its own failure)."""
         ctx.offer_verified(self._verified_for_inventory)
@@ -139,6 +143,7 @@ class UpstreamRun:
             self._loading = group.create_task(self.in_thread(self._load, ctx.dry_run))
             meta = await self.in_thread(mirror.load_state, self.name, "meta")
             self.meta = meta or {}
+            self.meta_read = True
             known = Validators()
             if not ctx.dry_run and self.meta.get("upstream_sha"):
                 known = Validators(self.meta.get("etag"), self.meta.get("last_modified"))
@@ -146,9 +151,9 @@ class UpstreamRun:
         loaded = self.loaded = self._loading.result()
         published = self._published_now(loaded)
         fingerprint = self._fingerprint()
-        changed = fetched.body is not None and (
-            await self.in_thread(_sha256, fetched.body) != self.meta.get("upstream_sha")
-        )
+        if fetched.body is not None:
+            self.body_sha = await self.in_thread(_sha256, fetched.body)
+        changed = fetched.body is not None and self.body_sha != self.meta.get("upstream_sha")
         reason = rebuild_reason(published, fingerprint=fingerprint, upstream_changed=changed)
         self.report.damaged = len(loaded.damaged)
         if not reason:
@@ -225,6 +230,7 @@ class UpstreamRun:
         body = self.mirror.read_upstream_copy(self.name)
         if body is None or _sha256(body) != self.meta.get("upstream_sha"):
             return None
+        self.body_sha = str(self.meta["upstream_sha"])
         return body
 
     async def _rebuild(
@@ -264,13 +270,13 @@ class UpstreamRun:
         self.referenced = outcome.referenced
         report.published = changed
         report.images = len(outcome.images)
-        self._record_failures(outcome.failed, outcome.kept)
+        await self.in_thread(self._record_failures, outcome.failed, outcome.kept)
         report.result = "partial" if outcome.failed else "success"
         self.meta.update(
             {
                 "etag": fetched.etag if fresh else self.meta.get("etag"),
                 "last_modified": fetched.last_modified if fresh else self.meta.get("last_modified"),
-                "upstream_sha": _sha256(body),
+                "upstream_sha": self.body_sha or _sha256(body),
                 "config_fp": fingerprint,
                 "complete": not outcome.failed,
                 "images": report.images,
@@ -280,7 +286,9 @@ class UpstreamRun:
         )
         if changed:
             self.meta["publishes"] = int(self.meta.get("publishes", 0)) + 1
-        await self.in_thread(self._save_state)
+        # The state is saved once, in `finish`, after the clean-up; until then the dirty mark
+        # stays, so a crash in between makes the next run plan afresh.
+        self.publish_pending = True
         if changed and self.up.on_publish:
             report.hook_env = await self.in_thread(self._prepare_hook, before, outcome.published)
 
@@ -335,14 +343,6 @@ class UpstreamRun:
                 self.mirror.save_upstream_copy(self.name, fresh_body)
             changed = self.mirror.publish_catalog(self.name, iter_catalog(plan.top, outcome.images))
         return changed, outcome
-
-    def _save_state(self) -> None:
-        """Files first, then meta, then the dirty marker goes: a crash in between leaves the
-        marker, and the next run plans afresh instead of trusting a half-saved state."""
-        self.mirror.save_state(self.name, "files", self.files.to_doc())
-        self.mirror.save_state(self.name, "meta", self.meta)
-        self.mirror.clear_dirty(self.name)
-        self.state_changed = False
 
     def _previous_entries(self) -> dict[str, Any]:
         body = self.mirror.read_catalog(self.name)
@@ -575,10 +575,20 @@ class UpstreamRun:
                 now=self.ctx.clock(),
                 keep_removed=self.ctx.config.keep_removed,
             )
-            if (len(files.files), len(files.removed)) != before or self.loaded.rebuilt:
+            loaded = self.loaded
+            if (
+                (len(files.files), len(files.removed)) != before
+                or loaded.rebuilt
+                or loaded.dirty
+                or self.publish_pending
+            ):
                 mirror.save_state(self.name, "files", files.to_doc())
+            settled = True
             clean_partials(mirror, self.name, keep=self.active_partials)
-        meta = mirror.load_state(self.name, "meta") or {}
+        else:
+            settled = False
+        # Files, then meta, then the dirty mark goes: a crash in between leaves the mark.
+        meta = self.meta if self.meta_read else mirror.load_state(self.name, "meta") or {}
         if meta.get("damaged") and self.loaded is not None:
             # what verify found damaged, until a sync has it verified again or no longer serves it
             still = self.referenced or frozenset()
@@ -590,6 +600,8 @@ class UpstreamRun:
         if report.catalog_ok:
             meta["last_success"] = report.ended
         mirror.save_state(self.name, "meta", meta)
+        if settled:
+            mirror.clear_dirty(self.name)
 
     def log_report(self) -> None:
         report = self.report
