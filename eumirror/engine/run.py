@@ -52,6 +52,7 @@ from ..tuning import PER_FILE_FLUSH
 from .context import RunContext
 from .download import PartialFile
 from .gcpause import paused_gc
+from .history import NewGeneration, Publisher, follow_keep, history_refs, pinned
 from .inventory import Loaded, clean_partials, collect_garbage, load_files
 from .report import UpstreamReport, add_totals
 
@@ -89,6 +90,10 @@ class UpstreamRun:
         self.active_partials: set[Path] = set()
         self.kept_partials: frozenset[str] = frozenset()
         self.state_changed = False
+        self.new_generation: NewGeneration | None = None
+        self.live_images = 0
+        """Images of the catalog this run published (the pinned generation's, when pinned)."""
+        """The generation this run published, when it is a new one (hooks run for it)."""
         ctx.offer_verified(self._verified_for_inventory)
 
     @property
@@ -181,7 +186,10 @@ class UpstreamRun:
         )
 
     def _fingerprint(self) -> str:
-        return published_fingerprint(public_base=self._public_base())
+        pin = pinned(self.meta)  # pinning and unpinning republish, even on a 304
+        return published_fingerprint(
+            public_base=self._public_base(), **({"pin": pin} if pin is not None else {})
+        )
 
     def _public_base(self) -> str:
         public = self.ctx.config.public_url
@@ -235,7 +243,7 @@ class UpstreamRun:
         files.published = outcome.published
         self.referenced = outcome.referenced
         report.published = changed
-        report.images = len(outcome.images)
+        report.images = self.live_images
         self._record_failures(outcome.failed, outcome.kept)
         report.result = "partial" if outcome.failed else "success"
         self.meta.update(
@@ -285,7 +293,16 @@ class UpstreamRun:
             )
             if fresh_body is not None:
                 self.mirror.save_upstream_copy(self.name, fresh_body)
-            changed = self.mirror.publish_catalog(self.name, iter_catalog(plan.top, outcome.images))
+            publisher = Publisher(
+                self.mirror, self.name, self.meta, self.ctx.config.keep_generations
+            )
+            top, images = publisher.choose(
+                plan, ready, outcome, self._public_base(), now=self.ctx.clock()
+            )
+            changed = self.mirror.publish_catalog(self.name, iter_catalog(top, images))
+            publisher.refs(outcome.referenced)
+        made, self.live_images = publisher.made, publisher.images
+        self.new_generation = made if made is not None and made.new else None
         return changed, outcome
 
     def _save_state(self) -> None:
@@ -514,14 +531,18 @@ class UpstreamRun:
 
     def _finish(self) -> None:
         report, mirror = self.report, self.mirror
+        kept: dict[str, Any] = {}
         if self.loaded is not None and report.catalog_ok and self.referenced is not None:
+            kept = follow_keep(
+                mirror, self.name, self.meta, self.ctx.config.keep_generations, self.referenced
+            )
             files = self.files
             before = len(files.files), len(files.removed)
             report.deleted = collect_garbage(
                 mirror,
                 self.name,
                 files,
-                self.referenced,
+                self.referenced | history_refs(self.meta),  # kept generations' tarballs stay
                 now=self.ctx.clock(),
                 keep_removed=self.ctx.config.keep_removed,
             )
@@ -529,6 +550,7 @@ class UpstreamRun:
                 mirror.save_state(self.name, "files", files.to_doc())
             clean_partials(mirror, self.name, keep=self.active_partials)
         meta = mirror.load_state(self.name, "meta") or {}
+        meta.update(kept)
         if meta.get("damaged") and self.loaded is not None:
             # what verify found damaged, until a sync has it verified again or no longer serves it
             still = self.referenced or frozenset()

@@ -147,6 +147,34 @@ def health(
     return True, "ok"
 
 
+def controls(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """What history, pins and scheduled verification add to an upstream's status."""
+    pin = meta.get("pin")
+    damaged = meta.get("damaged")
+    return {
+        "generation": meta.get("generation"),
+        "pinned": pin if isinstance(pin, int) and not isinstance(pin, bool) else None,
+        "damaged": len(damaged) if isinstance(damaged, list) else 0,
+        "last_verify": iso(epoch(meta.get("last_verify"))),
+    }
+
+
+def overrule(verdict: Verdict, name: str, info: Mapping[str, Any]) -> Verdict:
+    """Unrepaired damage is unhealthy; a pin (an operator's choice) is healthy, and says so."""
+    if info.get("damaged"):
+        count = int(info["damaged"])
+        return Verdict(
+            False,
+            "damaged",
+            f"{count} damaged tarball{'s' if count != 1 else ''} found by verification, "
+            "not repaired yet (the next sync downloads them again)",
+        )
+    if (pin := info.get("pinned")) is not None:
+        why = f"pinned to generation {pin} by rollback; `eumirror unpin {name}` resumes publishing"
+        return Verdict(True, "pinned", why if verdict.state == "ok" else f"{why}; {verdict.reason}")
+    return verdict
+
+
 # -- the state, from memory -----------------------------------------------------------------
 RACY_NS = 2_000_000_000
 """A folder mtime this close to the clock is not trusted: a second rename within the same
@@ -213,10 +241,13 @@ def status_document(
             "images": meta.get("images", 0),
             "totals": meta.get("totals") or {},
         }
-        verdict = judge(info, now=now, max_age=max_age)
+        info.update(controls(meta))
+        verdict = overrule(judge(info, now=now, max_age=max_age), up.name, info)
         info.update(healthy=verdict.healthy, state=verdict.state, reason=verdict.reason)
         upstreams[up.name] = info
     ok, reason = health(upstreams, now=now, max_age=max_age)
+    if ok and (pins := [f"{n} pinned" for n, i in upstreams.items() if i.get("pinned")]):
+        reason = f"ok ({', '.join(pins)})"
     doc: dict[str, Any] = {
         "version": __version__,
         "root": str(config.root),
