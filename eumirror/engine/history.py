@@ -10,7 +10,7 @@ upstream's meta state (`generation`, `pin`). Everything here runs with the mirro
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -186,10 +186,16 @@ class Publisher:
         public_base: str,
         *,
         now: float,
+        on_disk: Collection[str],
     ) -> tuple[Mapping[str, Any], Iterable[Mapping[str, Any]]]:
-        """The top-level fields and images to publish; records the live generation in meta."""
+        """The top-level fields and images to publish; records the live generation in meta.
+
+        A pinned generation's image whose tarball is no longer verified on disk (`on_disk`:
+        damaged, quarantined) is left out rather than published knowingly broken.
+        """
         if (pin := self.pin) is not None:
             top, rows = self.history.load(pin)
+            rows = [row for row in rows if not row[1] or row[1] in on_disk]
             self.meta["generation"] = pin
             self.images = len(rows)
             return top, gen.render(rows, public_base)

@@ -297,7 +297,12 @@ class UpstreamRun:
                 self.mirror, self.name, self.meta, self.ctx.config.keep_generations
             )
             top, images = publisher.choose(
-                plan, ready, outcome, self._public_base(), now=self.ctx.clock()
+                plan,
+                ready,
+                outcome,
+                self._public_base(),
+                now=self.ctx.clock(),
+                on_disk=files.files.keys(),
             )
             changed = self.mirror.publish_catalog(self.name, iter_catalog(top, images))
             publisher.refs(outcome.referenced)

@@ -141,7 +141,7 @@ def health(
     if not upstreams:
         return False, "no upstreams configured"
     for name, info in upstreams.items():
-        verdict = judge(info, now=now, max_age=max_age)
+        verdict = overrule(judge(info, now=now, max_age=max_age), name, info)
         if not verdict.healthy:
             return False, f"{name}: {verdict.reason}"
     return True, "ok"
