@@ -252,7 +252,7 @@ def test_daemon_shows_a_pin_and_stays_healthy(
     doc = daemon.wait_status(lambda d: d["upstreams"]["up"]["state"] == "pinned", "pinned")
     info = doc["upstreams"]["up"]
     assert info["pinned"] == 1 and info["healthy"] is True
-    assert "pinned to generation 1" in info["reason"]
+    assert "generation 1, by `eumirror rollback`" in info["reason"]
     health = daemon.wait_health(200)
     assert "pinned" in health
     _, _, body = daemon.http("GET", "/metrics")

@@ -56,7 +56,7 @@ class MirrorCollector(Collector):
         )
         verify = CounterMetricFamily(
             "eumirror_verify_failures",
-            "Tarballs whose bytes did not match their name during syncs.",
+            "Tarballs whose bytes did not match their name (syncs, verify, scheduled verify).",
             labels=["upstream"],
         )
         pinned = GaugeMetricFamily(

@@ -170,7 +170,7 @@ def overrule(verdict: Verdict, name: str, info: Mapping[str, Any]) -> Verdict:
             "not repaired yet (the next sync downloads them again)",
         )
     if (pin := info.get("pinned")) is not None:
-        why = f"pinned to generation {pin} by rollback; `eumirror unpin {name}` resumes publishing"
+        why = f"generation {pin}, by `eumirror rollback`; `eumirror unpin {name}` publishes again"
         return Verdict(True, "pinned", why if verdict.state == "ok" else f"{why}; {verdict.reason}")
     return verdict
 
