@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from test_daemon import Daemon, daemon_config, daemons  # noqa: F401 (a fixture)
 from test_sync_e2e import assert_published_verifies
 
+from eumirror.core import history as gen
 from eumirror.storage.fs import Mirror as Disk
 
 ROLLBACK = (sys.executable, "-m", "eumirror", "rollback", "up", "--to", "1")
@@ -272,3 +273,34 @@ def test_daemon_shows_a_pin_and_stays_healthy(
     _, _, body = daemon.http("GET", "/metrics")
     assert metric(body, "eumirror_pinned") == 0.0
     assert daemon.stop() == 0
+
+
+@pytest.mark.parametrize(
+    ("numbers", "live", "keep", "kept"),
+    [
+        ([1, 2, 3, 4], 4, 2, [3, 4]),
+        ([1, 2, 3, 4], 1, 2, [1, 4]),  # a rolled-back live generation is never pruned
+        ([1, 2, 3, 4], 2, 1, [2]),
+        ([1, 2], None, 5, [1, 2]),
+    ],
+)
+def test_kept_generations(numbers: list[int], live: int | None, keep: int, kept: list[int]) -> None:
+    """The newest `keep` generations stay, the live one always among them."""
+    assert gen.kept_generations(numbers, live=live, keep=keep) == kept
+
+
+def test_stored_generation_renders_under_any_public_url() -> None:
+    """A stored generation round-trips and renders its dests under today's base url, keeping
+    each image's fields and their order; an entry without a dest keeps its url."""
+    top = {"version": "v", "images": [{"big": 1}], "publisher": "x"}
+    rows: list[gen.Row] = [
+        ({"name": "0000000001", "url": "up/a.tgz", "x": 1}, "images/0000000001/a b.tgz"),
+        ({"name": "0000000002", "url": "http://kept/b.tgz"}, ""),
+    ]
+    back_top, back_rows = gen.decode(gen.encode(top, rows))
+    assert back_top == {"version": "v", "images": [], "publisher": "x"}
+    assert list(gen.render(back_rows, "http://f/up/")) == [
+        {"name": "0000000001", "url": "http://f/up/images/0000000001/a%20b.tgz", "x": 1},
+        {"name": "0000000002", "url": "http://kept/b.tgz"},
+    ]
+    assert gen.names_of(gen.dests_of(back_rows)) == {"0000000001"}

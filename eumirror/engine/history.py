@@ -10,6 +10,7 @@ upstream's meta state (`generation`, `pin`). Everything here runs with the mirro
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ import orjson
 from ..core import history as gen
 from ..core.errors import StorageError
 from ..core.plan import Outcome, Plan
-from ..storage.fs import Mirror, storage_error
+from ..storage.fs import Mirror, storage_error, syncfs
 
 
 @dataclass(frozen=True)
@@ -112,20 +113,21 @@ class History:
         durably, before it is published; prune what `keep` no longer covers."""
         sha = gen.digest(body)
         same = next((g for g in self.index() if g.get("sha") == sha), None)
+        if same is not None:  # back to a kept generation: no new number, no hook
+            return NewGeneration(int(same["generation"]), new=False)
         before = self.dests(live) if live is not None else set()
         dests = gen.dests_of(rows)
-        added = tuple(sorted(gen.names_of(dests) - gen.names_of(before)))
-        removed = tuple(sorted(gen.names_of(before) - gen.names_of(dests)))
-        if same is not None:
-            return NewGeneration(int(same["generation"]), added, removed, new=False)
+        now, then = gen.names_of(dests), gen.names_of(before)
+        added, removed = tuple(sorted(now - then)), tuple(sorted(then - now))
         number = max(self.numbers(), default=0) + 1
         try:
             self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
             raise storage_error(exc, self.folder, "creating") from None
-        self.mirror.write_atomic(self.path(number, "catalog"), body, mode=0o600)
-        text = "".join(f"{d}\n" for d in sorted(dests))
-        self.mirror.write_atomic(self.path(number, "dests"), text.encode(), mode=0o600)
+        # Three writes, one flush (syncfs) for all of them: durable before the catalog changes.
+        write = functools.partial(self.mirror.write_atomic, mode=0o600, durable=False)
+        write(self.path(number, "catalog"), body)
+        write(self.path(number, "dests"), "".join(f"{d}\n" for d in sorted(dests)).encode())
         entry = {
             "generation": number,
             "published": published,
@@ -134,7 +136,11 @@ class History:
             "removed": len(removed),
             "sha": sha,
         }
-        self._save([*self.index(), entry])
+        self._save([*self.index(), entry], durable=False)
+        try:
+            syncfs(self.folder)
+        except OSError as exc:
+            raise storage_error(exc, self.folder, "flushing generation") from None
         self.prune(keep=keep, live=number)
         return NewGeneration(number, added, removed)
 
@@ -150,9 +156,12 @@ class History:
                 with contextlib.suppress(OSError):
                     self.path(number, kind).unlink()
 
-    def _save(self, items: list[dict[str, Any]]) -> None:
+    def _save(self, items: list[dict[str, Any]], *, durable: bool = True) -> None:
         self.mirror.write_atomic(
-            self.folder / "index.json", orjson.dumps({"generations": items}), mode=0o600
+            self.folder / "index.json",
+            orjson.dumps({"generations": items}),
+            mode=0o600,
+            durable=durable,
         )
         self._index = items
 
