@@ -88,15 +88,19 @@ def test_scheduled_verification_waits_while_a_sync_runs(
     upstream.write()
     daemon = daemons(scrubbing_config(mirror, server))
     daemon.idle_after(1)
+    first = daemon.seen.index(daemon.wait_event("sync_done"))
+    count = 1
+    while daemon.seen.index(daemon.wait_event("verify_scheduled_done", count)) < first:
+        count += 1  # a verification that finished after the first sync: none is paused now
     upstream.add("b.tgz", tarball(2))
     upstream.write()
     fault, arrived = held(gates)
     server.set_fault("/b.tgz", fault)
+    paused = len(daemon.events("verify_paused"))  # verification pauses only for a sync
     daemon.send(signal.SIGUSR1)
     wait(arrived, "the held download")
     damage(mirror.root / "up" / "images" / a["name"] / "a.tgz")
-    paused = len(daemon.events("verify_paused"))
-    daemon.wait_event("verify_paused", paused + 1)
+    daemon.wait_event("verify_paused", paused + 1)  # a verification came due and waits
     assert daemon.events("verify_damaged") == []
     gates[0].set()
     done = daemon.wait_event("sync_done", 2)
