@@ -304,3 +304,25 @@ def test_stored_generation_renders_under_any_public_url() -> None:
         {"name": "0000000002", "url": "http://kept/b.tgz"},
     ]
     assert gen.names_of(gen.dests_of(back_rows)) == {"0000000001"}
+
+
+def test_pinned_generation_never_publishes_a_damaged_tarball(
+    upstream: Upstream, mirror: Mirror
+) -> None:
+    """A tarball only the pinned generation points to, found damaged by verify, leaves the
+    catalog at the next sync rather than being served broken."""
+    upstream.add("a.tgz", tarball(1))
+    x = upstream.add("x.tgz", tarball(2))
+    upstream.write()
+    synced(mirror)
+    upstream.images.remove(x)
+    upstream.add("b.tgz", tarball(3))
+    upstream.write()
+    synced(mirror)
+    assert cli(mirror, "rollback", "up", "--to", "1").returncode == 0
+    path = mirror.root / "up" / "images" / x["name"] / "x.tgz"
+    path.write_bytes(b"rotten" + path.read_bytes()[6:])
+    assert cli(mirror, "verify").returncode == 1
+    synced(mirror)
+    assert names(mirror) == {upstream.images[0]["name"]}
+    assert_published_verifies(mirror)

@@ -79,7 +79,10 @@ class History:
         except OSError as exc:
             raise storage_error(exc, path, "reading generation") from None
         if record is None or gen.digest(body) != record.get("sha"):
-            raise StorageError(f"generation {number} of {self.upstream} at {path} is altered")
+            raise StorageError(
+                f"generation {number} of {self.upstream} at {path} is altered",
+                hint=f"roll back to another generation, or `eumirror unpin {self.upstream}`",
+            )
         try:
             return gen.decode(body)
         except ValueError as exc:
