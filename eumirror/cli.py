@@ -105,6 +105,16 @@ def build_parser() -> tuple[Parser, dict[str, Parser]]:
     status = command("status", "summary of each upstream")
     status.add_argument("--json", action="store_true", help="print one JSON document")
     command("serve", "serve the mirror ([serve]), no syncing")
+    history = command("history", "list an upstream's kept generations")
+    history.add_argument("upstream", metavar="UPSTREAM")
+    history.add_argument("--json", action="store_true", help="print a JSON array")
+    rollback = command("rollback", "publish an older generation and pin the upstream to it")
+    rollback.add_argument("upstream", metavar="UPSTREAM")
+    rollback.add_argument(
+        "--to", type=int, metavar="N", help="generation (default: the one before the live one)"
+    )
+    unpin = command("unpin", "let syncs publish an upstream's catalog again")
+    unpin.add_argument("upstream", metavar="UPSTREAM")
     name = command("name", "print the eustore name of files")
     name.add_argument("files", nargs="+", metavar="FILE")
     catalog = sub.add_parser("catalog", help="publisher tools")
@@ -184,6 +194,15 @@ def dispatch(args: argparse.Namespace) -> int:
         from .commands.verify import verify_mirror
 
         return verify_mirror(config)
+    if args.command in ("history", "rollback", "unpin"):
+        from .commands import history
+
+        upstream = selected(config, [args.upstream])[0]
+        if args.command == "history":
+            return history.show_history(config, upstream, as_json=args.json)
+        if args.command == "rollback":
+            return history.rollback(config, upstream, args.to)
+        return history.unpin(config, upstream)
     if args.command == "status":
         from .commands.report import show_status
 

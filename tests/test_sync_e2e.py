@@ -124,7 +124,7 @@ def test_changed_tarball_gets_new_path_and_old_file_survives_grace(
         mirror.config,
         root=mirror.root,
         upstreams={"up": f"{server.url}/catalog"},
-        mirror={"keep_removed": "0s"},
+        mirror={"keep_removed": "0s", "keep_generations": 1},  # no older generation keeps it
     )
     assert run_cli("sync", "--once", "--config", str(short)).returncode == 0
     assert not (mirror.root / "up" / old_url).exists()

@@ -112,11 +112,11 @@ def _verify_upstream(
                 elif local not in present or local.parent.name != image.name:
                     problems.append(f"{local}: missing (the catalog lists {image.name})")
     if mirror.work.exists():
-        _record_damage(mirror, upstream, damaged, failures=len(damaged))
+        record_damage(mirror, upstream, damaged, failures=len(damaged))
     return problems, len(jobs)
 
 
-def _record_damage(mirror: Mirror, upstream: str, damaged: list[str], *, failures: int) -> None:
+def record_damage(mirror: Mirror, upstream: str, damaged: list[str], *, failures: int) -> None:
     """Damage leaves its published path now; the state forgets it, so the next sync repairs."""
     if not damaged:
         return

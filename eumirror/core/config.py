@@ -70,6 +70,8 @@ class Schedule:
     interval: float | None = 6 * 3600.0
     cron: str | None = None
     jitter: float = 0.0
+    verify_interval: float | None = None
+    """Seconds between two scheduled verifications of everything on disk; None: never."""
 
 
 @dataclass(frozen=True)
@@ -135,6 +137,8 @@ class Config:
     public_url: str = ""
     concurrency: int = 4
     keep_removed: float = 3600.0
+    keep_generations: int = 5
+    """Published catalogs kept per upstream for rollback, the live one included."""
     schedule: Schedule = field(default_factory=Schedule)
     status: StatusListen = field(default_factory=StatusListen)
     limits: Limits = field(default_factory=Limits)
@@ -239,7 +243,9 @@ class _Reader:
 
     def config(self, doc: Mapping[str, Any]) -> Config:
         self.only(doc, {"mirror", "schedule", "status", "limits", "upstream", "serve"}, "")
-        mirror = self.table(doc, "mirror", {"root", "public_url", "concurrency", "keep_removed"})
+        mirror = self.table(
+            doc, "mirror", {"root", "public_url", "concurrency", "keep_removed", "keep_generations"}
+        )
         if "root" not in mirror:
             raise self.fail("mirror.root", "required: the folder eumirror writes to")
         root_text = self.get(mirror, "mirror", "root", str, "")
@@ -252,12 +258,16 @@ class _Reader:
         keep_removed = self.get(mirror, "mirror", "keep_removed", float, 3600.0, parse_duration)
         status = self.status(doc)
         serve = self.serve(doc, status, s3_root=root_text.startswith("s3://"))
+        keep_generations = self.get(mirror, "mirror", "keep_generations", int, 5)
+        if not 1 <= keep_generations <= 1000:
+            raise self.fail("mirror.keep_generations", "must be between 1 and 1000")
         return Config(
             path=self.path,
             root=Path(os.path.normpath(self.base / Path(root_text).expanduser())),
             public_url=public_url,
             concurrency=concurrency,
             keep_removed=keep_removed,
+            keep_generations=keep_generations,
             schedule=self.schedule(doc),
             status=status,
             limits=self.limits(doc),
@@ -266,7 +276,7 @@ class _Reader:
         )
 
     def schedule(self, doc: Mapping[str, Any]) -> Schedule:
-        table = self.table(doc, "schedule", {"interval", "cron", "jitter"})
+        table = self.table(doc, "schedule", {"interval", "cron", "jitter", "verify_interval"})
         if "interval" in table and "cron" in table:
             raise self.fail("schedule.cron", "set interval or cron, not both")
         interval = self.get(table, "schedule", "interval", float, 6 * 3600.0, parse_duration)
@@ -274,7 +284,15 @@ class _Reader:
             raise self.fail("schedule.interval", "must be longer than zero")
         cron = self.get(table, "schedule", "cron", str, "", _cron) or None
         jitter = self.get(table, "schedule", "jitter", float, 0.0, parse_duration)
-        return Schedule(interval=None if cron else interval, cron=cron, jitter=jitter)
+        verify = self.get(table, "schedule", "verify_interval", float, 0.0, parse_duration)
+        if "verify_interval" in table and verify <= 0:
+            raise self.fail("schedule.verify_interval", "must be longer than zero")
+        return Schedule(
+            interval=None if cron else interval,
+            cron=cron,
+            jitter=jitter,
+            verify_interval=verify or None,
+        )
 
     def status(self, doc: Mapping[str, Any]) -> StatusListen:
         table = self.table(doc, "status", {"listen", "progress_interval", "trigger_token_file"})

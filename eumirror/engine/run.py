@@ -54,6 +54,7 @@ from ..tuning import PER_FILE_FLUSH
 from .context import RunContext
 from .download import PartialFile
 from .gcpause import paused_gc
+from .history import NewGeneration, Publisher, follow_keep, history_refs, pinned
 from .inventory import Loaded, clean_partials, collect_garbage, load_files
 from .report import UpstreamReport, add_totals
 
@@ -98,6 +99,10 @@ class UpstreamRun:
         `finish`, after the clean-up, once."""
         self.cancelled = threading.Event()
         """Set when this run's thread work must stop (a stop, or its own failure)."""
+        self.new_generation: NewGeneration | None = None
+        """The generation this run published, when it is a new one (hooks run for it)."""
+        self.live_images = 0
+        """Images of the catalog this run published (the pinned generation's, when pinned)."""
         ctx.offer_verified(self._verified_for_inventory)
         ctx.cancel_flags.append(self.cancelled)
 
@@ -210,6 +215,9 @@ class UpstreamRun:
         shaping: dict[str, Any] = {}
         if self.up.filters:  # unset adds nothing: fingerprints from before filters still hold
             shaping["filters"] = self.up.filters.doc()
+        pin = pinned(self.meta)  # pinning and unpinning republish, even on a 304
+        if pin is not None:
+            shaping["pin"] = pin
         return published_fingerprint(public_base=self._public_base(), **shaping)
 
     def _public_base(self) -> str:
@@ -256,20 +264,16 @@ class UpstreamRun:
                 "`eumirror sync --once --allow-shrink`",
             )
         await self.in_thread(self.mirror.mark_dirty, self.name)
-        missing_before = {
-            dest
-            for _, dest in self.files.published.values()
-            if dest and dest not in self.files.files
-        }
+        assert self.loaded is not None
+        missing_before = self.loaded.referenced - self.files.files.keys()
         ready = await self._materialise(plan)
         report.repaired = len(missing_before & ready)
         changed, outcome = await self.in_thread(self._publish, plan, ready, body if fresh else None)
         files = self.files
-        before = files.published
         files.published = outcome.published
         self.referenced = outcome.referenced
         report.published = changed
-        report.images = len(outcome.images)
+        report.images = self.live_images
         await self.in_thread(self._record_failures, outcome.failed, outcome.kept)
         report.result = "partial" if outcome.failed else "success"
         self.meta.update(
@@ -284,25 +288,20 @@ class UpstreamRun:
                 "catalog_stat": list(self.mirror.catalog_stat(self.name) or ()),
             }
         )
-        if changed:
-            self.meta["publishes"] = int(self.meta.get("publishes", 0)) + 1
         # The state is saved once, in `finish`, after the clean-up; until then the dirty mark
         # stays, so a crash in between makes the next run plan afresh.
         self.publish_pending = True
-        if changed and self.up.on_publish:
-            report.hook_env = await self.in_thread(self._prepare_hook, before, outcome.published)
+        generation = self.new_generation
+        if generation is not None and generation.new and self.up.on_publish:
+            report.hook_env = await self.in_thread(self._prepare_hook, generation)
 
-    def _prepare_hook(
-        self, before: dict[str, list[str]], after: dict[str, list[str]]
-    ) -> dict[str, str]:
-        """The hook's name lists for this new generation (its number: the history's, if kept,
-        else the count of changed publishes recorded in meta)."""
-        from ..service.hooks import names_of, prepare_hook
+    def _prepare_hook(self, generation: NewGeneration) -> dict[str, str]:
+        """The hook's name lists for a new generation (never for a rollback or a return to a
+        kept generation)."""
+        from ..service.hooks import prepare_hook
 
-        generation = int(self.meta.get("generation") or self.meta["publishes"])
-        return prepare_hook(
-            self.mirror, self.name, generation, names_of(before.values()), names_of(after.values())
-        )
+        removed, added = set(generation.removed), set(generation.added)
+        return prepare_hook(self.mirror, self.name, generation.number, removed, added)
 
     def _plan(self, body: bytes | bytearray, inventory: Any) -> Plan:
         with paused_gc():
@@ -341,7 +340,21 @@ class UpstreamRun:
             )
             if fresh_body is not None:
                 self.mirror.save_upstream_copy(self.name, fresh_body)
-            changed = self.mirror.publish_catalog(self.name, iter_catalog(plan.top, outcome.images))
+            publisher = Publisher(
+                self.mirror, self.name, self.meta, self.ctx.config.keep_generations
+            )
+            top, images = publisher.choose(
+                plan,
+                ready,
+                outcome,
+                self._public_base(),
+                now=self.ctx.clock(),
+                on_disk=files.files.keys(),
+            )
+            changed = self.mirror.publish_catalog(self.name, iter_catalog(top, images))
+            publisher.refs(outcome.referenced)
+        made, self.live_images = publisher.made, publisher.images
+        self.new_generation = made if made is not None and made.new else None
         return changed, outcome
 
     def _previous_entries(self) -> dict[str, Any]:
@@ -564,14 +577,18 @@ class UpstreamRun:
 
     def _finish(self) -> None:
         report, mirror = self.report, self.mirror
+        kept: dict[str, Any] = {}
         if self.loaded is not None and report.catalog_ok and self.referenced is not None:
+            kept = follow_keep(
+                mirror, self.name, self.meta, self.ctx.config.keep_generations, self.referenced
+            )
             files = self.files
             before = len(files.files), len(files.removed)
             report.deleted = collect_garbage(
                 mirror,
                 self.name,
                 files,
-                self.referenced,
+                self.referenced | history_refs(self.meta),  # kept generations' tarballs stay
                 now=self.ctx.clock(),
                 keep_removed=self.ctx.config.keep_removed,
             )
@@ -589,6 +606,7 @@ class UpstreamRun:
             settled = False
         # Files, then meta, then the dirty mark goes: a crash in between leaves the mark.
         meta = self.meta if self.meta_read else mirror.load_state(self.name, "meta") or {}
+        meta.update(kept)
         if meta.get("damaged") and self.loaded is not None:
             # what verify found damaged, until a sync has it verified again or no longer serves it
             still = self.referenced or frozenset()

@@ -12,7 +12,10 @@ import ipaddress
 import json
 import os
 import signal
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +31,7 @@ from ..core.config import Config, load_config
 from ..core.errors import EumirrorError, ExitCode, LockHeld, StorageError
 from ..core.progress import Progress
 from ..engine.gcpause import release_frozen
+from ..engine.scrub import Scrub, lower_priority
 from ..engine.sync import RunReport
 from ..log import log
 from ..storage.fs import Mirror
@@ -60,6 +64,10 @@ class Daemon:
         self.content: ContentServer | None = None
         self.pushes: set[asyncio.Task[None]] = set()
         self.hooks = HookRunner(self.mirror)
+        self.scrub = Scrub()
+        self.scrubbing: asyncio.Future[Any] | None = None
+        self.scrub_thread = ThreadPoolExecutor(1, "eumirror-verify", initializer=lower_priority)
+        """Scheduled verification's own thread: its lowered priority touches nothing else."""
 
     # -- what /status and /metrics show -----------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
@@ -90,6 +98,19 @@ class Daemon:
     async def tick(self) -> None:
         self.request("schedule")
 
+    async def verify_tick(self) -> None:
+        """Start a scheduled verification unless one still runs (it then simply goes on)."""
+        if self.scrubbing is not None and not self.scrubbing.done():
+            return
+        loop = asyncio.get_running_loop()
+        self.scrubbing = loop.run_in_executor(self.scrub_thread, self.scrub.run, self.config)
+        self.scrubbing.add_done_callback(self._scrub_done)
+
+    def _scrub_done(self, done: asyncio.Future[Any]) -> None:
+        self.state_cache.invalidate()
+        if not done.cancelled() and (exc := done.exception()) is not None:
+            log.error("verify_scheduled_failed", error=str(exc))
+
     def stop(self, signum: int) -> None:
         log.info("stopping", signal=signal.Signals(signum).name)
         sdnotify.notify("STOPPING=1")
@@ -118,7 +139,25 @@ class Daemon:
             self.content.reload_tls()
         self.config = new
         self.scheduler.reschedule_job("sync", trigger=trigger_for(new))
+        self.schedule_verify()
         log.info("reloaded", config=str(self.config_file), upstreams=len(new.upstreams))
+
+    def schedule_verify(self) -> None:
+        """The verification job follows `[schedule] verify_interval` (none when absent)."""
+        if self.scheduler.get_job("verify") is not None:
+            self.scheduler.remove_job("verify")
+        interval = self.config.schedule.verify_interval
+        if not interval:
+            return
+        first = verify_start(self.config, self.mirror, time.time())
+        self.scheduler.add_job(
+            self.verify_tick,
+            IntervalTrigger(seconds=interval),
+            id="verify",
+            next_run_time=datetime.fromtimestamp(first, UTC),
+            max_instances=1,
+            coalesce=True,
+        )
 
     # -- lifecycle --------------------------------------------------------------------------
     async def start_status(self) -> None:
@@ -183,6 +222,28 @@ class Daemon:
             await asyncio.sleep(period / 2)
 
     async def run_once(self) -> None:
+        self.scrub.pause.set()  # a scheduled verification lets go within one chunk
+        try:
+            await self._take_gate()
+            try:
+                await self._run_once()
+            finally:
+                self.scrub.gate.release()
+        finally:
+            self.scrub.pause.clear()
+
+    async def _take_gate(self) -> None:
+        """Wait (off the loop) for the scrub to let go of its file; a cancelled wait still
+        releases the gate once the thread gets it."""
+        gate = self.scrub.gate
+        taken = asyncio.get_running_loop().run_in_executor(None, gate.acquire)
+        try:
+            await asyncio.shield(taken)
+        except asyncio.CancelledError:
+            taken.add_done_callback(lambda f: _release_if_taken(f, gate))
+            raise
+
+    async def _run_once(self) -> None:
         try:
             fd = self.mirror.acquire_lock()
         except LockHeld as exc:
@@ -221,6 +282,7 @@ class Daemon:
         self.scheduler.add_job(
             self.tick, trigger_for(self.config), id="sync", max_instances=1, coalesce=True
         )
+        self.schedule_verify()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.stop, signum)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
@@ -269,6 +331,8 @@ class Daemon:
         finally:
             await self.hooks.stop()
             self.scheduler.shutdown(wait=False)
+            self.scrub.stop.set()
+            self.scrub_thread.shutdown(wait=False, cancel_futures=True)
             if watchdog is not None:
                 watchdog.cancel()
             for task in list(self.pushes):
@@ -286,6 +350,22 @@ class Daemon:
                     signal.signal(signum, signal.SIG_IGN)
         log.info("stopped")
         return int(ExitCode.OK)
+
+
+def _release_if_taken(taken: asyncio.Future[bool], gate: threading.Lock) -> None:
+    if not taken.cancelled() and taken.exception() is None and taken.result():
+        gate.release()
+
+
+def verify_start(config: Config, mirror: Mirror, now: float) -> float:
+    """When the first scheduled verification is due: an interval after the oldest one
+    recorded (a restarted daemon keeps the rhythm), at once if that is past."""
+    interval = config.schedule.verify_interval or 0.0
+    stamps = []
+    for up in config.upstreams:
+        last = (mirror.load_state(up.name, "meta") or {}).get("last_verify")
+        stamps.append(float(last) if isinstance(last, int | float) else now)
+    return max(now, min(stamps, default=now) + interval)
 
 
 def trigger_for(config: Config) -> IntervalTrigger | CronTrigger:

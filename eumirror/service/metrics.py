@@ -56,10 +56,23 @@ class MirrorCollector(Collector):
         )
         verify = CounterMetricFamily(
             "eumirror_verify_failures",
-            "Tarballs whose bytes did not match their name during syncs.",
+            "Tarballs whose bytes did not match their name (syncs, verify, scheduled verify).",
+            labels=["upstream"],
+        )
+        pinned = GaugeMetricFamily(
+            "eumirror_pinned",
+            "1 while the upstream is pinned to a generation by rollback.",
+            labels=["upstream"],
+        )
+        last_verify = GaugeMetricFamily(
+            "eumirror_last_verify_timestamp_seconds",
+            "End of the last scheduled verification of the upstream's tarballs.",
             labels=["upstream"],
         )
         for name, info in ups.items():
+            pinned.add_metric([name], 0.0 if info.get("pinned") is None else 1.0)
+            if (verified := epoch(info.get("last_verify"))) is not None:
+                last_verify.add_metric([name], verified)
             run: Mapping[str, Any] = info.get("last_run") or {}
             totals: Mapping[str, Any] = info.get("totals") or {}
             if (last := epoch(info.get("last_success"))) is not None:
@@ -76,6 +89,7 @@ class MirrorCollector(Collector):
             verify.add_metric([name], float(totals.get("verify_failures", 0)))
         yield from (last_ok, runs, duration, images, by_action, failed, downloaded, verify)
         yield from controls_metrics(ups)
+        yield from (pinned, last_verify)
 
         in_progress = GaugeMetricFamily("eumirror_sync_in_progress", "1 while a sync runs.")
         in_progress.add_metric([], 1.0 if doc.get("in_progress") else 0.0)

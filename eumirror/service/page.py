@@ -38,6 +38,7 @@ ul{padding-left:1.2rem;margin:.3rem 0}
 """
 
 TONE = {"ok": "good", "partial": "warn", "failed": "bad", "stale": "bad", "never synced": "warn"}
+TONE["damaged"] = "bad"
 """The badge colour of each state; a state added later falls back to `warn`."""
 
 

@@ -141,10 +141,38 @@ def health(
     if not upstreams:
         return False, "no upstreams configured"
     for name, info in upstreams.items():
-        verdict = judge(info, now=now, max_age=max_age)
+        verdict = overrule(judge(info, now=now, max_age=max_age), name, info)
         if not verdict.healthy:
             return False, f"{name}: {verdict.reason}"
     return True, "ok"
+
+
+def controls(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """What history, pins and scheduled verification add to an upstream's status."""
+    pin = meta.get("pin")
+    damaged = meta.get("damaged")
+    return {
+        "generation": meta.get("generation"),
+        "pinned": pin if isinstance(pin, int) and not isinstance(pin, bool) else None,
+        "damaged": len(damaged) if isinstance(damaged, list) else 0,
+        "last_verify": iso(epoch(meta.get("last_verify"))),
+    }
+
+
+def overrule(verdict: Verdict, name: str, info: Mapping[str, Any]) -> Verdict:
+    """Unrepaired damage is unhealthy; a pin (an operator's choice) is healthy, and says so."""
+    if info.get("damaged"):
+        count = int(info["damaged"])
+        return Verdict(
+            False,
+            "damaged",
+            f"{count} damaged tarball{'s' if count != 1 else ''} found by verification, "
+            "not repaired yet (the next sync downloads them again)",
+        )
+    if (pin := info.get("pinned")) is not None:
+        why = f"generation {pin}, by `eumirror rollback`; `eumirror unpin {name}` publishes again"
+        return Verdict(True, "pinned", why if verdict.state == "ok" else f"{why}; {verdict.reason}")
+    return verdict
 
 
 # -- the state, from memory -----------------------------------------------------------------
@@ -221,10 +249,13 @@ def status_document(
             "hooks": meta.get("hooks") or {},
             "totals": meta.get("totals") or {},
         }
-        verdict = judge(info, now=now, max_age=max_age)
+        info.update(controls(meta))
+        verdict = overrule(judge(info, now=now, max_age=max_age), up.name, info)
         info.update(healthy=verdict.healthy, state=verdict.state, reason=verdict.reason)
         upstreams[up.name] = info
     ok, reason = health(upstreams, now=now, max_age=max_age)
+    if ok and (pins := [f"{n} pinned" for n, i in upstreams.items() if i.get("pinned")]):
+        reason = f"ok ({', '.join(pins)})"
     doc: dict[str, Any] = {
         "version": __version__,
         "root": str(config.root),
