@@ -396,9 +396,18 @@ class UpstreamRun:
             self.kept_partials = await self.in_thread(self._prepare)
         ctx.progress.files_total += len(downloads)
         fetched: list[Fetched] = []
+        # A few workers draw from one iterator instead of one task per tarball: 100k tasks
+        # created at once held the event loop (and the status endpoint) for seconds.
+        steps = iter(downloads.values())
+
+        async def worker() -> None:
+            for step in steps:
+                if (done := await self._download(step)) is not None:
+                    fetched.append(done)
+
         async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(self._download(step)) for step in downloads.values()]
-        fetched = [r for t in tasks if (r := t.result()) is not None]
+            for _ in range(min(len(downloads), ctx.config.concurrency * 4)):
+                group.create_task(worker())
         if fetched:
             ready |= await self.in_thread(self._place, fetched)
         inventory = await ctx.inventory() if links else None
