@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from conftest import Mirror, Upstream, events, run_cli, tarball, write_config
 from faultserver import ThreadedFaultServer
+from test_daemon import Daemon, daemons  # noqa: F401  (the fixture)
 
 from eumirror.core.config import Limits, parse_config
 from eumirror.core.errors import ConfigError
@@ -141,3 +143,34 @@ def test_max_rate_zero_is_exit_2(tmp_path: Path) -> None:
     )
     done = run_cli("sync", "--once", "--config", str(config))
     assert done.returncode == 2 and "limits.max_rate" in done.stderr
+
+
+def test_the_daemon_keeps_to_max_rate(
+    upstream: Upstream,
+    server: ThreadedFaultServer,
+    mirror: Mirror,
+    daemons: Callable[..., Daemon],  # noqa: F811
+) -> None:
+    """The daemon's sync shares one bucket too: its first sync takes at least as long as its
+    bytes allow at max_rate, and publishes every image."""
+    size = 64 << 10
+    for i in range(8):
+        upstream.add(f"t{i}.tgz", tarball(i, size))
+    upstream.write()
+    write_config(
+        mirror.config,
+        root=mirror.root,
+        upstreams={"up": f"{server.url}/catalog"},
+        mirror={"concurrency": 8},
+        limits={"max_rate": "256KiB"},
+        extra='[schedule]\ninterval = "1h"\n[status]\nlisten = "127.0.0.1:0"\n',
+    )
+    daemon = daemons(mirror.config)
+
+    done = daemon.wait_event("upstream_done")
+
+    assert done["downloaded"] == 8 and done["result"] == "success"
+    floor = (8 * size - RATE * BURST_SECONDS) / RATE
+    assert done["duration"] >= 0.75 * floor, done
+    assert daemon.stop() == 0
+    assert len(mirror.catalog()["images"]) == 8
