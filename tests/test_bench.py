@@ -29,13 +29,22 @@ def _eumirror() -> str | None:
     return str(venv) if venv.exists() else shutil.which("eumirror")
 
 
-def test_bench_tiny_prints_table_and_writes_json(tmp_path: Path) -> None:
-    """A tiny one-run benchmark prints its tables and targets and writes valid JSON results."""
+def bench_tools(*, curl: bool = False) -> str:
+    """The eumirror command the bench scripts run; skips (with the reason) where nginx, curl
+    or eumirror itself is missing."""
     if _nginx() is None:
         pytest.skip("nginx is not installed (apt-get install nginx): the benchmark's upstream")
+    if curl and shutil.which("curl") is None:
+        pytest.skip("curl is not installed: the benchmark's clients")
     eumirror = _eumirror()
     if eumirror is None:
         pytest.skip("the eumirror command is not installed (pip install -e .)")
+    return eumirror
+
+
+def test_bench_tiny_prints_table_and_writes_json(tmp_path: Path) -> None:
+    """A tiny one-run benchmark prints its tables and targets and writes valid JSON results."""
+    eumirror = bench_tools()
     out = tmp_path / "results.json"
     proc = subprocess.run(
         [

@@ -8,19 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-from test_bench import _eumirror, _nginx
+from test_bench import bench_tools
 
 SCRIPT = Path(__file__).resolve().parent.parent / "bench" / "healthz_latency.py"
 
 
 def test_healthz_latency_tiny_prints_and_writes_both_phases(tmp_path: Path) -> None:
     """The script probes /healthz during the first sync and the 1 % change and reports p99."""
-    if _nginx() is None:
-        pytest.skip("nginx is not installed (apt-get install nginx): the benchmark's upstream")
-    eumirror = _eumirror()
-    if eumirror is None:
-        pytest.skip("the eumirror command is not installed (pip install -e .)")
+    eumirror = bench_tools()
     out = tmp_path / "healthz.json"
 
     proc = subprocess.run(

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-from test_bench import _eumirror, _nginx
+from test_bench import bench_tools
 
 REPO = Path(__file__).resolve().parent.parent
 SERVE = REPO / "bench" / "serve.py"
@@ -17,13 +15,7 @@ SERVE = REPO / "bench" / "serve.py"
 
 def test_serve_bench_tiny_prints_table_and_writes_json(tmp_path: Path) -> None:
     """A tiny run measures both servers on both loads, prints the table and writes the JSON."""
-    if _nginx() is None:
-        pytest.skip("nginx is not installed (apt-get install nginx): the server compared with")
-    if shutil.which("curl") is None:
-        pytest.skip("curl is not installed: the benchmark's clients")
-    eumirror = _eumirror()
-    if eumirror is None:
-        pytest.skip("the eumirror command is not installed (pip install -e .)")
+    eumirror = bench_tools(curl=True)
     out = tmp_path / "serve.json"
     proc = subprocess.run(
         [

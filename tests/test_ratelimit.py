@@ -108,10 +108,10 @@ async def test_eight_concurrent_downloads_share_the_limit(tmp_path: Path) -> Non
     assert 0.75 * RATE <= total / elapsed <= 1.25 * RATE, (total / elapsed, elapsed)
 
 
-def test_sync_once_keeps_to_max_rate(
-    upstream: Upstream, server: ThreadedFaultServer, mirror: Mirror
-) -> None:
-    """A sync --once with max_rate takes at least as long as its bytes allow at that rate."""
+def eight_tarballs_at_256kib(
+    upstream: Upstream, server: ThreadedFaultServer, mirror: Mirror, extra: str = ""
+) -> int:
+    """Eight 64 KiB tarballs upstream and a config limited to RATE; returns their size."""
     size = 64 << 10
     for i in range(8):
         upstream.add(f"t{i}.tgz", tarball(i, size))
@@ -122,7 +122,16 @@ def test_sync_once_keeps_to_max_rate(
         upstreams={"up": f"{server.url}/catalog"},
         mirror={"concurrency": 8},
         limits={"max_rate": "256KiB"},
+        extra=extra,
     )
+    return size
+
+
+def test_sync_once_keeps_to_max_rate(
+    upstream: Upstream, server: ThreadedFaultServer, mirror: Mirror
+) -> None:
+    """A sync --once with max_rate takes at least as long as its bytes allow at that rate."""
+    size = eight_tarballs_at_256kib(upstream, server, mirror)
 
     done = mirror.sync()
 
@@ -153,16 +162,10 @@ def test_the_daemon_keeps_to_max_rate(
 ) -> None:
     """The daemon's sync shares one bucket too: its first sync takes at least as long as its
     bytes allow at max_rate, and publishes every image."""
-    size = 64 << 10
-    for i in range(8):
-        upstream.add(f"t{i}.tgz", tarball(i, size))
-    upstream.write()
-    write_config(
-        mirror.config,
-        root=mirror.root,
-        upstreams={"up": f"{server.url}/catalog"},
-        mirror={"concurrency": 8},
-        limits={"max_rate": "256KiB"},
+    size = eight_tarballs_at_256kib(
+        upstream,
+        server,
+        mirror,
         extra='[schedule]\ninterval = "1h"\n[status]\nlisten = "127.0.0.1:0"\n',
     )
     daemon = daemons(mirror.config)

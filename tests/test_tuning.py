@@ -27,6 +27,19 @@ def test_objects_built_while_the_gc_is_paused_are_frozen_then_released() -> None
     assert gc.get_freeze_count() < len(built)
 
 
+def with_and_without(code: str, measure: str) -> tuple[str, str]:
+    """What `code` prints in a fresh interpreter, with the measure on and with it switched off."""
+    on = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    off = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "EUMIRROR_BENCH_DISABLE": measure},
+    )
+    return on.stdout, off.stdout
+
+
 def test_socket_reads_are_one_mib_once_a_fetcher_starts() -> None:
     """The fetcher raises asyncio's per-read size to the hashing chunk (1 MiB); the benchmark
     switch leaves asyncio's default alone."""
@@ -35,16 +48,9 @@ def test_socket_reads_are_one_mib_once_a_fetcher_starts() -> None:
         "from eumirror.net.fetch import _larger_socket_reads;"
         "_larger_socket_reads(); print(s._SelectorSocketTransport.max_size)"
     )
-    on = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    off = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={**os.environ, "EUMIRROR_BENCH_DISABLE": "big-reads"},
-    )
-    assert int(on.stdout) == CHUNK
-    assert int(off.stdout) == 256 * 1024
+    on, off = with_and_without(code, "big-reads")
+    assert int(on) == CHUNK
+    assert int(off) == 256 * 1024
 
 
 def test_the_benchmark_switch_turns_the_worker_pool_into_to_thread() -> None:
@@ -54,16 +60,9 @@ def test_the_benchmark_switch_turns_the_worker_pool_into_to_thread() -> None:
         "from eumirror.engine.workers import in_worker;"
         "print(asyncio.run(in_worker(lambda: threading.current_thread().name)))"
     )
-    on = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    off = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={**os.environ, "EUMIRROR_BENCH_DISABLE": "worker-pool"},
-    )
-    assert on.stdout.startswith("eumirror-worker-")
-    assert off.stdout.startswith("asyncio_")
+    on, off = with_and_without(code, "worker-pool")
+    assert on.startswith("eumirror-worker-")
+    assert off.startswith("asyncio_")
 
 
 def test_tuning_switches_are_read_from_the_environment(monkeypatch: object) -> None:
