@@ -197,7 +197,8 @@ class UpstreamRun:
         await asyncio.wait([loading])  # never raises, whatever became of the load
         if loading.cancelled() or loading.exception() is not None:
             return None
-        return self.name, loading.result().files.files
+        # A copy: the inventory is built in a worker thread, and this run's records are its own.
+        return self.name, dict(loading.result().files.files)
 
     def _published_now(self, loaded: Loaded) -> Published:
         files = loaded.files
@@ -409,7 +410,11 @@ class UpstreamRun:
             for _ in range(min(len(downloads), ctx.config.concurrency * 4)):
                 group.create_task(worker())
         if fetched:
-            ready |= await self.in_thread(self._place, fetched)
+            placed, refused = await self.in_thread(self._place, fetched)
+            ready |= placed
+            for item, error in refused:  # the budget and progress belong to the loop
+                item.partial.discard()
+                self._image_failed(item.step, error)
         inventory = await ctx.inventory() if links else None
         for step in links:
             mine = step.link_from.startswith(f"{self.name}/")
@@ -456,8 +461,10 @@ class UpstreamRun:
         self.files.files[step.dest] = [record[0], record[1], os.lstat(path).st_mtime_ns, record[3]]
         return True
 
-    def _place(self, fetched: list[Fetched]) -> set[str]:
-        """One flush for all verified downloads, then the renames into their published paths.
+    def _place(self, fetched: list[Fetched]) -> tuple[set[str], list[tuple[Fetched, StorageError]]]:
+        """One flush for all verified downloads, then the renames into their published paths;
+        returns what was placed and what was refused (discarded by the caller, on the loop,
+        which owns the space budget and the progress counters).
 
         Batching durability (one syncfs instead of an fsync per file) is what makes many small
         tarballs cheap; the data is durable before any rename makes it visible.
@@ -467,24 +474,21 @@ class UpstreamRun:
                 syncfs(self.mirror.partial)
         except OSError as exc:
             error = storage_error(exc, self.mirror.partial, "flushing downloads")
-            for item in fetched:
-                item.partial.discard()
-                self._image_failed(item.step, error)
-            return set()
+            return set(), [(item, error) for item in fetched]
         placed: set[str] = set()
+        refused: list[tuple[Fetched, StorageError]] = []
         for item in fetched:
             step = item.step
             try:
                 self.mirror.place(item.partial.path, item.final)
             except StorageError as exc:
-                item.partial.discard()
-                self._image_failed(step, exc)
+                refused.append((item, exc))
                 continue
             item.partial.forget_meta()
             self.files.files[step.dest] = record_of(item.final, item.digest)
             self.report.downloaded += 1
             placed.add(step.dest)
-        return placed
+        return placed, refused
 
     async def _download(self, step: Step) -> Fetched | None:
         """Fetch and verify one tarball into the partial folder; None when it failed."""
