@@ -387,13 +387,13 @@ def test_dest_to_url_never_starts_a_relative_url_with_a_scheme() -> None:
 
 def test_verify_finds_the_file_a_minimally_encoded_url_names(tmp_path: Path) -> None:
     """verify maps a published url with literal sub-delims back to the file on disk."""
-    from eumirror.commands.verify import local_file
+    from eumirror.commands.verify import local_dest
     from eumirror.core.config import Config
 
     config = Config(path=tmp_path / "c.toml", root=tmp_path, public_url="http://f/eu/")
     for dest in ("images/1/euca-fedora-17(x86_64)+kvm.tar.gz", "images/1/a b;c=d@e:f.tgz"):
         for base in ("", "http://f/eu/up/"):
-            assert local_file(config, "up", dest_to_url(dest, base)) == tmp_path / "up" / dest
+            assert local_dest(config, "up", dest_to_url(dest, base)) == dest
 
 
 def test_dest_to_url_with_public_base() -> None:

@@ -4,7 +4,6 @@ publishing an older one (and pinning the upstream to it), and letting syncs publ
 from __future__ import annotations
 
 import json
-import os
 import sys
 from typing import Any
 
@@ -15,6 +14,7 @@ from ..core.errors import ExitCode
 from ..engine.history import History, extra_refs, pinned
 from ..log import log
 from ..service.status import epoch, iso
+from ..storage.base import Storage, open_storage, work_area
 from ..storage.fs import Files, Mirror
 
 
@@ -37,7 +37,7 @@ def generations(mirror: Mirror, upstream: str) -> list[dict[str, Any]]:
 
 
 def show_history(config: Config, upstream: str, *, as_json: bool) -> int:
-    rows = generations(Mirror(config.root), upstream)
+    rows = generations(work_area(config), upstream)
     if as_json:
         print(json.dumps(rows, indent=2))
         return int(ExitCode.OK)
@@ -61,39 +61,50 @@ def rollback(config: Config, upstream: str, to: int | None) -> int:
     The pin is saved durably first, then the catalog is renamed into place: a crash in between
     leaves the old catalog live and the pin set, and the next sync publishes the pinned one.
     """
-    mirror = Mirror(config.root)
+    mirror = work_area(config)
     if not mirror.work.exists():
         return _refuse(f"{upstream}: nothing published yet, no generation to roll back to")
     with mirror.locked():
-        history = History(mirror, upstream)
-        meta = mirror.load_state(upstream, "meta") or {}
-        live = meta.get("generation")
-        target = to if to is not None else gen.previous_generation(history.numbers(), live)
-        kept = ", ".join(map(str, history.numbers())) or "none"
-        if target is None or history.record(target) is None:
-            what = f"generation {target}" if target is not None else "an older generation"
-            return _refuse(f"{upstream}: {what} is not kept (kept: {kept})")
-        top, rows = history.load(target)
-        folder = mirror.root / upstream
-        missing = [d for d in gen.dests_of(rows) if not os.path.isfile(folder / d)]
-        if missing:
-            return _refuse(
-                f"{upstream}: generation {target} points to {len(missing)} tarballs that are "
-                f"no longer on disk (e.g. {folder / missing[0]}); not rolled back"
-            )
-        meta["pin"] = target
-        mirror.save_state(upstream, "meta", meta)  # durable before the catalog changes
-        base = f"{config.public_url}{upstream}/" if config.public_url else ""
-        mirror.publish_catalog(upstream, iter_catalog(top, gen.render(rows, base)))
-        files = Files.from_doc(mirror.load_state(upstream, "files"))
-        meta.update(
-            config_fp="",  # whatever happens next (unpin included), the next sync re-plans
-            generation=target,
-            images=len(rows),
-            catalog_stat=list(mirror.catalog_stat(upstream) or ()),
-            history_refs=extra_refs(history, (d for _, d in files.published.values())),
+        storage = open_storage(config, mirror)
+        try:
+            return _rollback(config, mirror, storage, upstream, to)
+        finally:
+            storage.close()
+
+
+def _rollback(
+    config: Config, mirror: Mirror, storage: Storage, upstream: str, to: int | None
+) -> int:
+    history = History(mirror, upstream)
+    meta = mirror.load_state(upstream, "meta") or {}
+    live = meta.get("generation")
+    target = to if to is not None else gen.previous_generation(history.numbers(), live)
+    kept = ", ".join(map(str, history.numbers())) or "none"
+    if target is None or history.record(target) is None:
+        what = f"generation {target}" if target is not None else "an older generation"
+        return _refuse(f"{upstream}: {what} is not kept (kept: {kept})")
+    top, rows = history.load(target)
+    dests = gen.dests_of(rows)
+    missing = sorted(dests - set(storage.scan_unknown(upstream, {})))
+    if missing:
+        return _refuse(
+            f"{upstream}: generation {target} points to {len(missing)} tarballs that are "
+            f"no longer there (e.g. {storage.where(upstream, missing[0])}); not rolled back"
         )
-        mirror.save_state(upstream, "meta", meta)
+    meta["pin"] = target
+    mirror.save_state(upstream, "meta", meta)  # durable before the catalog changes
+    base = f"{config.public_url}{upstream}/" if config.public_url else ""
+    rendered = gen.render(rows, base, encode_plus=storage.plus_encoded)
+    storage.publish_catalog(upstream, iter_catalog(top, rendered))
+    files = Files.from_doc(mirror.load_state(upstream, "files"))
+    meta.update(
+        config_fp="",  # whatever happens next (unpin included), the next sync re-plans
+        generation=target,
+        images=len(rows),
+        catalog_stat=list(storage.catalog_stat(upstream) or ()),
+        history_refs=extra_refs(history, (d for _, d in files.published.values())),
+    )
+    mirror.save_state(upstream, "meta", meta)
     log.info("rolled_back", upstream=upstream, generation=target, previous=live, pinned=True)
     print(
         f"{upstream}: generation {target} is live and pinned (was {live}); syncs keep "
@@ -103,7 +114,7 @@ def rollback(config: Config, upstream: str, to: int | None) -> int:
 
 
 def unpin(config: Config, upstream: str) -> int:
-    mirror = Mirror(config.root)
+    mirror = work_area(config)
     if not mirror.work.exists():
         print(f"{upstream}: not pinned")
         return int(ExitCode.OK)

@@ -17,6 +17,7 @@ from ..core.progress import Progress
 from ..engine.sync import RunReport, sync
 from ..log import log
 from ..net.fetch import Fetcher
+from ..storage.base import work_area
 from ..storage.fs import Mirror
 from .progress import report_progress
 
@@ -52,7 +53,7 @@ async def sync_once(
     only: tuple[str, ...] = (),
 ) -> int:
     """`only`: the upstreams to sync (--upstream), all when empty; the metrics cover all."""
-    mirror = Mirror(config.root)
+    mirror = work_area(config)
     everything = config
     if only:
         config = dataclasses.replace(
@@ -72,7 +73,7 @@ async def sync_once(
     await asyncio.to_thread(mirror.prepare)
     progress = Progress()
     with mirror.locked():
-        log.info("sync_started", root=str(config.root), upstreams=len(config.upstreams))
+        log.info("sync_started", root=config.where, upstreams=len(config.upstreams))
         async with report_progress(progress, sys.stderr, config.status.progress_interval):
             report = await run_sync(config, mirror, allow_shrink=allow_shrink, progress=progress)
     await run_hooks(config, mirror, report)

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..core.config import Config
 from ..core.errors import ExitCode
-from ..storage.fs import Mirror
+from ..storage.base import work_area
 from .progress import human_bytes, render
 
 DAEMON_ADDRESS = "daemon.json"
@@ -26,7 +26,7 @@ def daemon_urls(config: Config) -> list[str]:
     """
     urls: list[str] = []
     with contextlib.suppress(OSError, ValueError, TypeError, AttributeError):
-        recorded = json.loads((Mirror(config.root).work / DAEMON_ADDRESS).read_bytes())
+        recorded = json.loads((work_area(config).work / DAEMON_ADDRESS).read_bytes())
         host, _, port = str(recorded["listen"]).rpartition(":")
         urls.append(status_url(host.strip("[]"), int(port)))
     if config.status.port != 0:
@@ -58,7 +58,7 @@ def from_daemon(config: Config, timeout: float = 2.0) -> dict[str, Any] | None:
                 doc = json.loads(resp.read())
         except (OSError, ValueError):
             continue
-        if isinstance(doc, dict) and str(doc.get("root")) == str(config.root):
+        if isinstance(doc, dict) and str(doc.get("root")) == config.where:
             return doc
     return None
 
@@ -66,7 +66,7 @@ def from_daemon(config: Config, timeout: float = 2.0) -> dict[str, Any] | None:
 def from_disk(config: Config) -> dict[str, Any]:
     from ..service.status import status_document
 
-    return {**status_document(config, Mirror(config.root)), "source": "disk"}
+    return {**status_document(config, work_area(config)), "source": "disk"}
 
 
 def when(value: Any) -> str:
@@ -143,7 +143,7 @@ def show_status(config: Config, *, as_json: bool = False) -> int:
         print(json.dumps(doc, indent=2))
         return int(code)
     source = "daemon" if doc.get("source") == "daemon" else "state on disk"
-    print(f"mirror {config.root} (from the {source})")
+    print(f"mirror {config.where} (from the {source})")
     if doc.get("next_run"):
         print(f"next run: {when(doc['next_run'])}")
     if doc.get("in_progress") and isinstance(doc.get("progress"), dict):

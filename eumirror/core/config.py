@@ -131,9 +131,34 @@ class Upstream:
 
 
 @dataclass(frozen=True)
+class S3Root:
+    """`root = "s3://bucket/prefix"` and `[s3]`: where an object-storage mirror publishes."""
+
+    bucket: str
+    prefix: str
+    """"" or a path without leading or trailing slashes."""
+    endpoint_url: str | None = None
+    """None: AWS."""
+    region: str | None = None
+    addressing_style: str = "path"
+    profile: str | None = None
+    """A profile of the shared credentials file; None: the usual AWS environment."""
+
+    @property
+    def url(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
+
+    def key(self, *parts: str) -> str:
+        """The object key of a path under the root (`U/catalog`, `U/images/N/F`)."""
+        return "/".join((self.prefix, *parts) if self.prefix else parts)
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     root: Path
+    """The local folder: the mirror itself, or with an s3 root, the state folder (lock, state,
+    history)."""
     public_url: str = ""
     concurrency: int = 4
     keep_removed: float = 3600.0
@@ -144,6 +169,13 @@ class Config:
     limits: Limits = field(default_factory=Limits)
     upstreams: tuple[Upstream, ...] = ()
     serve: Serve | None = None
+    s3: S3Root | None = None
+    """Set when the mirror is published into an S3 bucket."""
+
+    @property
+    def where(self) -> str:
+        """Where the mirror is published, for people: a folder or s3://bucket/prefix."""
+        return self.s3.url if self.s3 else str(self.root)
 
 
 def config_path(explicit: str | None) -> Path:
@@ -242,9 +274,11 @@ class _Reader:
         return value
 
     def config(self, doc: Mapping[str, Any]) -> Config:
-        self.only(doc, {"mirror", "schedule", "status", "limits", "upstream", "serve"}, "")
+        self.only(doc, {"mirror", "schedule", "status", "limits", "upstream", "serve", "s3"}, "")
         mirror = self.table(
-            doc, "mirror", {"root", "public_url", "concurrency", "keep_removed", "keep_generations"}
+            doc,
+            "mirror",
+            {"root", "state_dir", "public_url", "concurrency", "keep_removed", "keep_generations"},
         )
         if "root" not in mirror:
             raise self.fail("mirror.root", "required: the folder eumirror writes to")
@@ -261,9 +295,17 @@ class _Reader:
         keep_generations = self.get(mirror, "mirror", "keep_generations", int, 5)
         if not 1 <= keep_generations <= 1000:
             raise self.fail("mirror.keep_generations", "must be between 1 and 1000")
+        s3 = self.s3(doc, mirror, root_text)
+        state_dir = self.path_of(mirror, "mirror", "state_dir")
+        if s3 is None and state_dir is not None:
+            raise self.fail(
+                "mirror.state_dir", "only with an s3 root (a folder root keeps its state inside)"
+            )
+        local = state_dir or Path(os.path.normpath(self.base / Path(root_text).expanduser()))
         return Config(
             path=self.path,
-            root=Path(os.path.normpath(self.base / Path(root_text).expanduser())),
+            root=local,
+            s3=s3,
             public_url=public_url,
             concurrency=concurrency,
             keep_removed=keep_removed,
@@ -273,6 +315,39 @@ class _Reader:
             limits=self.limits(doc),
             upstreams=self.upstreams(doc),
             serve=serve,
+        )
+
+    def s3(self, doc: Mapping[str, Any], mirror: Mapping[str, Any], root: str) -> S3Root | None:
+        table = self.table(doc, "s3", {"endpoint_url", "region", "addressing_style", "profile"})
+        if not root.startswith("s3://"):
+            if "s3" in doc:
+                raise self.fail("s3", 'only with root = "s3://bucket/prefix"')
+            return None
+        if "state_dir" not in mirror:
+            raise self.fail(
+                "mirror.state_dir",
+                "required with an s3 root: the local folder for the lock, state and history, "
+                'e.g. "/var/lib/eumirror"',
+            )
+        bucket, _, prefix = root[5:].partition("/")
+        prefix = prefix.strip("/")
+        if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket):
+            raise self.fail("mirror.root", f"{bucket!r} is not a valid bucket name")
+        if any(part in ("", ".", "..") for part in prefix.split("/")) and prefix:
+            raise self.fail("mirror.root", "the prefix must not hold empty, . or .. parts")
+        endpoint = self.get(table, "s3", "endpoint_url", str, "")
+        if endpoint and urlsplit(endpoint).scheme not in HTTP_SCHEMES:
+            raise self.fail("s3.endpoint_url", "must be an http:// or https:// url")
+        style = self.get(table, "s3", "addressing_style", str, "path")
+        if style not in ("path", "virtual"):
+            raise self.fail("s3.addressing_style", 'must be "path" or "virtual"')
+        return S3Root(
+            bucket=bucket,
+            prefix=prefix,
+            endpoint_url=endpoint.rstrip("/") or None,
+            region=self.get(table, "s3", "region", str, "") or None,
+            addressing_style=style,
+            profile=self.get(table, "s3", "profile", str, "") or None,
         )
 
     def schedule(self, doc: Mapping[str, Any]) -> Schedule:

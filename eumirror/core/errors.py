@@ -68,3 +68,11 @@ class VerifyError(EumirrorError):
 
 class StorageError(EumirrorError):
     """The mirror's disk refused: no space, permission, read-only, I/O error."""
+
+
+def too_large(size: int, max_bytes: int) -> ImageError:
+    """A tarball past [limits] max_image_bytes (a body without a length could be endless)."""
+    return ImageError(
+        f"the tarball is larger than [limits] max_image_bytes ({size} > {max_bytes}); refused",
+        hint="raise max_image_bytes if the upstream really publishes images this large",
+    )

@@ -70,10 +70,13 @@ def digest(body: bytes) -> str:
     return hashlib.sha256(body).hexdigest()
 
 
-def render(rows: Iterable[Row], public_base: str) -> Iterator[Mapping[str, Any]]:
+def render(
+    rows: Iterable[Row], public_base: str, *, encode_plus: bool = False
+) -> Iterator[Mapping[str, Any]]:
     """The images as published under `public_base` ("" for relative urls)."""
     for fields, dest in rows:
-        yield {**fields, "url": dest_to_url(dest, public_base)} if dest else fields
+        url = dest_to_url(dest, public_base, encode_plus=encode_plus) if dest else ""
+        yield {**fields, "url": url} if dest else fields
 
 
 def dests_of(rows: Iterable[Row]) -> set[str]:

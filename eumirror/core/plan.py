@@ -298,6 +298,7 @@ def build_catalog(
     previous_entries: Mapping[str, Mapping[str, Any]],
     url_to_dest: Mapping[str, str],
     kept_files: Collection[str] | None = None,
+    encode_plus: bool = False,
 ) -> Outcome:
     """The entries to publish: what verified with its local url, failed ones' previous entries.
 
@@ -314,7 +315,7 @@ def build_catalog(
     kept_steps: set[int] = set()
     for step in plan.steps:
         if step.action is not Action.FAIL and step.dest in ready:
-            url = dest_to_url(step.dest, public_base)
+            url = dest_to_url(step.dest, public_base, encode_plus=encode_plus)
             images.add(step.fields, url)
             published[step.source_url] = [url, step.dest]
             referenced.add(step.dest)

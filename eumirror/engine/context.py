@@ -19,6 +19,7 @@ from ..core.config import Config
 from ..core.plan import Inventory, Plan
 from ..core.progress import Progress
 from ..net.fetch import Fetcher
+from ..storage.base import Storage
 from ..storage.fs import Mirror
 from .budget import SpaceBudget
 
@@ -29,7 +30,10 @@ T = TypeVar("T")
 class RunContext:
     config: Config
     mirror: Mirror
+    """The local work area: lock, state, history, partial downloads."""
     fetcher: Fetcher
+    storage: Storage
+    """Where the mirror is published."""
     budget: SpaceBudget
     progress: Progress = field(default_factory=Progress)
     dry_run: bool = False

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..core.errors import ImageError, StorageError, VerifyError
+from ..core.errors import StorageError, VerifyError, too_large
 from ..core.names import CHUNK, NameHasher
 from ..net.fetch import Validators
 from ..storage.fs import FileDigest, start_writeback, storage_error
@@ -137,7 +137,7 @@ class PartialFile:
 
         Nothing is charged here: bytes are charged as they arrive (`_accept`)."""
         if self.offset + remaining > self.max_bytes:
-            raise self._too_large(self.offset + remaining)
+            raise too_large(self.offset + remaining, self.max_bytes)
         self._budget.check(remaining)
         self._validators = validators
         if self._on_length is not None and remaining > 0:
@@ -167,18 +167,12 @@ class PartialFile:
             self.meta_path.write_text(json.dumps(doc))
             self._meta_exists = True
 
-    def _too_large(self, size: int) -> ImageError:
-        return ImageError(
-            f"the tarball is larger than [limits] max_image_bytes ({size} > {self.max_bytes}); "
-            "refused",
-            hint="raise max_image_bytes if the upstream really publishes images this large",
-        )
 
     def _accept(self, chunks: list[bytes]) -> int:
         """Charge arriving bytes to the budget and the per-download cap, before any is kept."""
         size = sum(map(len, chunks))
         if self.offset + size > self.max_bytes:
-            raise self._too_large(self.offset + size)
+            raise too_large(self.offset + size, self.max_bytes)
         self._budget.take(size)
         self._charged += size
         return size

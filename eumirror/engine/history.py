@@ -199,6 +199,7 @@ class Publisher:
         *,
         now: float,
         on_disk: Collection[str],
+        encode_plus: bool = False,
     ) -> tuple[Mapping[str, Any], Iterable[Mapping[str, Any]]]:
         """The top-level fields and images to publish; records the live generation in meta.
 
@@ -210,7 +211,7 @@ class Publisher:
             rows = [row for row in rows if not row[1] or row[1] in on_disk]
             self.meta["generation"] = pin
             self.images = len(rows)
-            return top, gen.render(rows, public_base)
+            return top, gen.render(rows, public_base, encode_plus=encode_plus)
         rows = gen.generation_rows(plan, ready, outcome)
         body = gen.encode(plan.top, rows)
         live = self.meta.get("generation")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import stat
 import threading
 import time
 from collections.abc import Iterable
@@ -22,10 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..core.names import is_valid_name
 from ..core.plan import Inventory
 from ..log import log
-from ..storage.fs import Cancelled, Files, Mirror, hash_file, record_of, scan_unknown
+from ..storage.base import Storage
+from ..storage.fs import Cancelled, Files, Mirror
 from .gcpause import paused_gc
 
 STALE_PARTIAL_SECONDS = 7 * 86400
@@ -50,28 +49,35 @@ class Loaded:
 
 
 def load_files(
-    mirror: Mirror, upstream: str, cancelled: threading.Event, *, write: bool = True
+    mirror: Mirror,
+    storage: Storage,
+    upstream: str,
+    cancelled: threading.Event,
+    *,
+    write: bool = True,
 ) -> Loaded:
-    """Read the upstream's files state and check every record against the disk (a dry run
-    writes and moves nothing: `write` False)."""
+    """Read the upstream's files state and check every record against what is published (a
+    dry run writes and moves nothing: `write` False)."""
     with paused_gc():
         files = Files.from_doc(mirror.load_state(upstream, "files"))
         dirty = mirror.state_path(upstream, "dirty").exists()
-        folder = mirror.root / upstream
-        kept, changed = _still_verified(f"{folder}/", files.files)
+        kept, changed = storage.still_verified(upstream, files.files)
         loaded = Loaded(files, dirty=dirty)
         for dest, rec in changed:
-            path = folder / dest
             try:
-                digest = hash_file(path, cancelled) if rec[1] == _size(path) else None
+                found = (
+                    storage.rehash(upstream, dest, cancelled)
+                    if rec[1] == storage.size_of(upstream, dest)
+                    else None
+                )
             except OSError:
-                digest = None
-            if digest is not None and digest.name == rec[0]:
-                kept[dest] = record_of(path, digest)  # touched, not changed
+                found = None  # unreadable: damaged
+            if found is not None and found[0].name == rec[0]:
+                kept[dest] = found[1]  # touched, not changed
                 loaded.rebuilt = True
                 continue
             if write:
-                quarantine(mirror, upstream, dest)
+                storage.quarantine(upstream, dest)
             loaded.damaged.append(dest)
         if loaded.damaged:
             loaded.rebuilt = True
@@ -79,7 +85,7 @@ def load_files(
         if not files.trusted or dirty:
             log.debug("reverify_started", upstream=upstream, known=len(kept))
             try:
-                _reverify(upstream, folder, kept, cancelled)
+                _reverify(storage, upstream, kept, cancelled)
             except Cancelled:
                 if write:
                     _save_partial_rebuild(mirror, upstream, files)
@@ -92,10 +98,6 @@ def load_files(
         return loaded
 
 
-def _size(path: Path) -> int:
-    return os.lstat(path).st_size
-
-
 def _save_partial_rebuild(mirror: Mirror, upstream: str, files: Files) -> None:
     """Keep what was re-hashed before a stop: the dirty marker makes the next run re-hash only
     the files this one did not reach."""
@@ -105,75 +107,26 @@ def _save_partial_rebuild(mirror: Mirror, upstream: str, files: Files) -> None:
         log.info("state_partly_rebuilt", upstream=upstream, verified=len(files.files))
 
 
-def _still_verified(
-    prefix: str, records: dict[str, Any]
-) -> tuple[dict[str, list[Any]], list[tuple[str, list[Any]]]]:
-    """Records whose file is still the one verified (a regular file of the same size and mtime
-    at images/<its name>/), and records whose file exists but changed. One lstat each, no
-    hashing: this runs every sync over every tarball, so it is kept to the bare minimum (a
-    record's shape is checked too: the state file is input like any other)."""
-    kept: dict[str, list[Any]] = {}
-    changed: list[tuple[str, list[Any]]] = []
-    lstat, is_reg = os.lstat, stat.S_ISREG
-    for dest, rec in records.items():
-        try:
-            st = lstat(prefix + dest)
-        except (OSError, TypeError, ValueError):
-            continue  # missing: not kept
-        if type(rec) is not list or len(rec) != 4 or not is_reg(st.st_mode):
-            continue
-        name = rec[0]
-        if not (
-            type(name) is str
-            and dest[7:18] == name + "/"
-            and dest[:7] == "images/"
-            and "/" not in dest[18:]
-            and is_valid_name(name)
-        ):
-            continue
-        if st.st_size == rec[1] and st.st_mtime_ns == rec[2]:
-            kept[dest] = rec
-        else:
-            changed.append((dest, rec))
-    return kept, changed
-
-
-def quarantine(mirror: Mirror, upstream: str, dest: str) -> Path | None:
-    """Move a damaged tarball out of its published path into .eumirror/damaged/ at once."""
-    source = mirror.root / upstream / dest
-    folder = mirror.work / "damaged" / upstream
-    target = folder / f"{dest.replace('/', '_')}.{time.time_ns()}"
-    try:
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.rename(source, target)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        # It cannot be moved: delete it rather than serve it.
-        log.warning("damaged_not_moved", upstream=upstream, path=dest, error=str(exc))
-        with contextlib.suppress(OSError):
-            source.unlink()
-        return None
-    log.warning("image_damaged", upstream=upstream, path=dest, moved_to=str(target))
-    return target
-
-
 def _reverify(
-    upstream: str, folder: Path, known: dict[str, list[Any]], cancelled: threading.Event
+    storage: Storage, upstream: str, known: dict[str, list[Any]], cancelled: threading.Event
 ) -> None:
     """Re-hash files the state does not vouch for, adding those that verify to `known`."""
-    for dest, path in scan_unknown(folder, known):
+    for dest in list(storage.scan_unknown(upstream, known)):
         if cancelled.is_set():
             raise Cancelled()
         try:
-            digest = hash_file(path, cancelled)
+            found = storage.rehash(upstream, dest, cancelled)
         except OSError:
             continue
+        if found is None:
+            continue
+        digest, record = found
         if dest.split("/")[1] == digest.name:
-            known[dest] = record_of(path, digest)
+            known[dest] = record
             log.debug("file_reverified", upstream=upstream, path=dest)
         else:
-            log.warning("unverified_file", upstream=upstream, path=str(path), name=digest.name)
+            where = storage.where(upstream, dest)
+            log.warning("unverified_file", upstream=upstream, path=where, name=digest.name)
 
 
 def build_inventory(verified: Iterable[tuple[str, dict[str, list[Any]]]]) -> Inventory:
@@ -194,7 +147,7 @@ def build_inventory(verified: Iterable[tuple[str, dict[str, list[Any]]]]) -> Inv
 
 
 def collect_garbage(
-    mirror: Mirror,
+    storage: Storage,
     upstream: str,
     files: Files,
     referenced: frozenset[str],
@@ -204,7 +157,6 @@ def collect_garbage(
 ) -> int:
     """Delete files the live catalog no longer points to, once keep_removed has passed."""
     deleted = 0
-    folder = mirror.root / upstream
     for dest in list(files.files):
         if dest in referenced:
             files.removed.pop(dest, None)
@@ -212,11 +164,7 @@ def collect_garbage(
         since = files.removed.setdefault(dest, now)
         if now - since < keep_removed:
             continue
-        path = folder / dest
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-        with contextlib.suppress(OSError):
-            path.parent.rmdir()
+        storage.delete(upstream, dest)
         files.files.pop(dest, None)
         files.removed.pop(dest, None)
         deleted += 1
@@ -267,3 +215,25 @@ def _remove_if_old(entry: os.DirEntry[str], older_than: float, now: float) -> No
         os.unlink(entry.path)
     except OSError:
         return
+
+
+def record_damage(
+    mirror: Mirror, storage: Storage, upstream: str, damaged: list[str], *, failures: int
+) -> None:
+    """Damage leaves its published path now; the state forgets it, so the next sync repairs.
+    (What `verify` and the scheduled scrub found.)"""
+    if not damaged:
+        return
+    for dest in damaged:
+        storage.quarantine(upstream, dest)
+    files = Files.from_doc(mirror.load_state(upstream, "files"))
+    if files.trusted:
+        for dest in damaged:
+            files.files.pop(dest, None)
+        mirror.save_state(upstream, "files", files.to_doc())
+    meta = mirror.load_state(upstream, "meta") or {}
+    totals = dict(meta.get("totals") or {})
+    totals["verify_failures"] = int(totals.get("verify_failures", 0)) + failures
+    meta["totals"] = totals
+    meta["damaged"] = sorted(set(meta.get("damaged") or []) | set(damaged))
+    mirror.save_state(upstream, "meta", meta)

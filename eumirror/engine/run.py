@@ -49,10 +49,9 @@ from ..core.reconcile import Published, catalog_matches, published_fingerprint, 
 from ..log import log
 from ..net.fetch import CatalogFetch, Validators
 from ..net.messages import MAX_LINE, shorten
-from ..storage.fs import FileDigest, Files, record_of, storage_error, syncfs
-from ..tuning import PER_FILE_FLUSH
+from ..storage.base import Download, DownloadOptions
+from ..storage.fs import FileDigest, Files, storage_error
 from .context import RunContext
-from .download import PartialFile
 from .gcpause import paused_gc
 from .history import NewGeneration, Publisher, follow_keep, history_refs, pinned
 from .inventory import Loaded, clean_partials, collect_garbage, load_files
@@ -65,12 +64,16 @@ MANY = 3
 
 @dataclass(frozen=True)
 class Fetched:
-    """A verified download, waiting in the partial folder for the batch flush and its rename."""
+    """A verified download, waiting to be placed (a folder root: the batch flush and rename)."""
 
     step: Step
-    partial: PartialFile
+    download: Download
     digest: FileDigest
-    final: Path
+    final: Any
+
+    @property
+    def dest(self) -> str:
+        return self.step.dest
 
 
 class UpstreamRun:
@@ -79,6 +82,7 @@ class UpstreamRun:
         self.up = upstream
         self.name = upstream.name
         self.mirror = ctx.mirror
+        self.store = ctx.storage
         self.report = UpstreamReport(upstream.name, started=ctx.clock())
         self.bound = log.bind(upstream=upstream.name)
         self.meta: dict[str, Any] = {}
@@ -103,6 +107,11 @@ class UpstreamRun:
         """The generation this run published, when it is a new one (hooks run for it)."""
         self.live_images = 0
         """Images of the catalog this run published (the pinned generation's, when pinned)."""
+        self.download_options = DownloadOptions(
+            budget=ctx.budget,
+            max_bytes=ctx.config.limits.max_image_bytes,
+            on_length=ctx.progress.plan_bytes,
+        )
         ctx.offer_verified(self._verified_for_inventory)
         ctx.cancel_flags.append(self.cancelled)
 
@@ -141,7 +150,7 @@ class UpstreamRun:
 
     async def _sync(self) -> None:
         ctx, mirror = self.ctx, self.mirror
-        mirror.upstream_dir(self.name)  # refuses a symlinked <root>/<U> before any request
+        self.store.check_upstream(self.name)  # refuses a symlinked <root>/<U> before any request
         # The state is loaded and checked in a thread while the catalog is fetched; both are
         # tasks of this run's group, so neither outlives it.
         async with asyncio.TaskGroup() as group:
@@ -154,7 +163,7 @@ class UpstreamRun:
                 known = Validators(self.meta.get("etag"), self.meta.get("last_modified"))
             fetched = await self._fetch_catalog(known)
         loaded = self.loaded = self._loading.result()
-        published = self._published_now(loaded)
+        published = await self.in_thread(self._published_now, loaded)
         fingerprint = self._fingerprint()
         if fetched.body is not None:
             self.body_sha = await self.in_thread(_sha256, fetched.body)
@@ -188,7 +197,7 @@ class UpstreamRun:
             raise
 
     def _load(self, dry_run: bool) -> Loaded:
-        return load_files(self.mirror, self.name, self.cancelled, write=not dry_run)
+        return load_files(self.mirror, self.store, self.name, self.cancelled, write=not dry_run)
 
     async def _verified_for_inventory(self) -> tuple[str, dict[str, list[Any]]] | None:
         loading = self._loading
@@ -202,7 +211,7 @@ class UpstreamRun:
 
     def _published_now(self, loaded: Loaded) -> Published:
         files = loaded.files
-        stat = self.mirror.catalog_stat(self.name)  # one lstat: cheap enough on the loop
+        stat = self.store.catalog_stat(self.name)
         return Published(
             has_catalog=catalog_matches(self.meta, *(stat if stat else (None, None))),
             state_lost=not files.trusted,
@@ -286,7 +295,9 @@ class UpstreamRun:
                 "complete": not outcome.failed,
                 "images": report.images,
                 "filtered": report.filtered,
-                "catalog_stat": list(self.mirror.catalog_stat(self.name) or ()),
+                "catalog_stat": list(
+                    await self.in_thread(self.store.catalog_stat, self.name) or ()
+                ),
             }
         )
         # The state is saved once, in `finish`, after the clean-up; until then the dirty mark
@@ -338,6 +349,7 @@ class UpstreamRun:
                 previous_entries=entries,
                 url_to_dest={url: dest for url, dest in files.published.values()},
                 kept_files=files.files.keys(),
+                encode_plus=self.store.plus_encoded,
             )
             if fresh_body is not None:
                 self.mirror.save_upstream_copy(self.name, fresh_body)
@@ -351,15 +363,16 @@ class UpstreamRun:
                 self._public_base(),
                 now=self.ctx.clock(),
                 on_disk=files.files.keys(),
+                encode_plus=self.store.plus_encoded,
             )
-            changed = self.mirror.publish_catalog(self.name, iter_catalog(top, images))
+            changed = self.store.publish_catalog(self.name, iter_catalog(top, images))
             publisher.refs(outcome.referenced)
         made, self.live_images = publisher.made, publisher.images
         self.new_generation = made if made is not None and made.new else None
         return changed, outcome
 
     def _previous_entries(self) -> dict[str, Any]:
-        body = self.mirror.read_catalog(self.name)
+        body = self.store.read_catalog(self.name)
         if body is None:
             return {}
         try:
@@ -413,7 +426,7 @@ class UpstreamRun:
             placed, refused = await self.in_thread(self._place, fetched)
             ready |= placed
             for item, error in refused:  # the budget and progress belong to the loop
-                item.partial.discard()
+                item.download.discard()
                 self._image_failed(item.step, error)
         inventory = await ctx.inventory() if links else None
         for step in links:
@@ -432,19 +445,14 @@ class UpstreamRun:
         if fetched or links:
             # One flush makes every new folder entry durable (a fsync per folder costs ~1 ms
             # each); the data itself was flushed before the renames.
-            try:
-                await self.in_thread(syncfs, self.mirror.root)
-            except OSError as exc:
-                raise storage_error(exc, self.mirror.root, "flushing new files") from None
+            await self.in_thread(self.store.flush)
         return ready
 
     def _prepare(self) -> frozenset[str]:
-        """The upstream's folders exist (0755), lead nowhere outside the root; its partials."""
-        self.mirror.prepare_upstream(self.name)
-        try:
-            return frozenset(os.listdir(self.mirror.partial_dir(self.name)))
-        except OSError:
-            return frozenset()
+        """The upstream's place exists (folders 0755 leading nowhere outside the root; no
+        upload left over in a bucket); the partials an earlier run kept."""
+        self.store.prepare_upstream(self.name)
+        return self.store.kept_partials(self.name)
 
     def _link(self, step: Step, record: list[Any] | None) -> bool:
         """Hard-link a verified copy (this upstream's or another's): no request, no re-hash;
@@ -453,55 +461,34 @@ class UpstreamRun:
             self.errors[step.dest] = f"its copy {step.link_from} did not verify"
             return False
         try:
-            path = self.mirror.link(step.link_from, self.name, step.dest)
-        except StorageError as exc:
-            self.errors[step.dest] = exc.line()
-            self.bound.warning("link_failed", image=step.name, error=exc.line())
+            self.files.files[step.dest] = self.store.link(
+                step.link_from, self.name, step.dest, record
+            )
+        except (StorageError, OSError) as exc:
+            line = exc.line() if isinstance(exc, StorageError) else str(exc)
+            self.errors[step.dest] = line
+            self.bound.warning("link_failed", image=step.name, error=line)
             return False
-        self.files.files[step.dest] = [record[0], record[1], os.lstat(path).st_mtime_ns, record[3]]
         return True
 
-    def _place(self, fetched: list[Fetched]) -> tuple[set[str], list[tuple[Fetched, StorageError]]]:
-        """One flush for all verified downloads, then the renames into their published paths;
-        returns what was placed and what was refused (discarded by the caller, on the loop,
-        which owns the space budget and the progress counters).
-
-        Batching durability (one syncfs instead of an fsync per file) is what makes many small
-        tarballs cheap; the data is durable before any rename makes it visible.
-        """
-        try:
-            if not PER_FILE_FLUSH:  # else each was flushed by its verifying job
-                syncfs(self.mirror.partial)
-        except OSError as exc:
-            error = storage_error(exc, self.mirror.partial, "flushing downloads")
-            return set(), [(item, error) for item in fetched]
-        placed: set[str] = set()
-        refused: list[tuple[Fetched, StorageError]] = []
-        for item in fetched:
-            step = item.step
-            try:
-                self.mirror.place(item.partial.path, item.final)
-            except StorageError as exc:
-                refused.append((item, exc))
-                continue
-            item.partial.forget_meta()
-            self.files.files[step.dest] = record_of(item.final, item.digest)
-            self.report.downloaded += 1
-            placed.add(step.dest)
-        return placed, refused
+    def _place(self, fetched: list[Fetched]) -> tuple[set[str], list[tuple[Any, Any]]]:
+        """Make the verified downloads visible; returns what was placed and what was refused
+        (discarded by the caller, on the loop, which owns the space budget and the progress
+        counters)."""
+        records, refused = self.store.place(self.name, fetched)  # type: ignore[arg-type]
+        self.files.files.update(records)
+        self.report.downloaded += len(records)
+        return set(records), refused
 
     async def _download(self, step: Step) -> Fetched | None:
         """Fetch and verify one tarball into the partial folder; None when it failed."""
         ctx, report = self.ctx, self.report
         key = hashlib.sha1(step.source_url.encode(), usedforsecurity=False).hexdigest()[:16]
-        path = self.mirror.partial_dir(self.name) / f"{step.name}.{key}.part"
+        key = f"{step.name}.{key}"
+        path = self.mirror.partial_dir(self.name) / f"{key}.part"
         self.active_partials.add(path)
-        partial = PartialFile(
-            path,
-            ctx.budget,
-            exists=path.name in self.kept_partials,
-            max_bytes=ctx.config.limits.max_image_bytes,
-            on_length=ctx.progress.plan_bytes,
+        partial = self.store.new_download(
+            self.name, step.dest, key, kept=self.kept_partials, options=self.download_options
         )
         # A kept partial is reopened (its prefix re-hashed) ahead, outside the transfer slots;
         # a new one is created by its first write, in a worker: the slots only wait on the network.
@@ -519,9 +506,8 @@ class UpstreamRun:
                             step.source_url, partial, known, trust=self.up.trust
                         )
                     await partial.drain()
-                final = self.mirror.upstream_dir(self.name) / step.dest
-                digest, _ = await partial.seal(
-                    step.name, lambda: self.mirror.prepare_dest(self.name, step.dest)
+                digest, final = await partial.seal(
+                    step.name, lambda: self.store.prepare_dest(self.name, step.dest)
                 )
             except VerifyError as exc:
                 partial.discard()
@@ -598,7 +584,7 @@ class UpstreamRun:
             files = self.files
             before = len(files.files), len(files.removed)
             report.deleted = collect_garbage(
-                mirror,
+                self.store,
                 self.name,
                 files,
                 self.referenced | history_refs(self.meta),  # kept generations' tarballs stay

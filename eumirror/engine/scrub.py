@@ -17,14 +17,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TypeVar
 
-from ..commands.verify import record_damage
 from ..core.config import Config
-from ..core.errors import LockHeld
+from ..core.errors import LockHeld, StorageError
 from ..log import log
-from ..storage.fs import Cancelled, Mirror, hash_file, scan_unknown
+from ..storage.base import Storage, open_storage, work_area
+from ..storage.fs import Cancelled, Mirror
+from .inventory import record_damage
 
 RETRY = 0.5
 """Seconds between two looks while paused or while another process holds the lock."""
@@ -61,15 +61,22 @@ class Scrub:
 
     def run(self, config: Config) -> tuple[int, int]:
         """Verify every tarball of every upstream once; (checked, damaged)."""
-        mirror = Mirror(config.root)
+        mirror = work_area(config)
+        storage = open_storage(config, mirror)
+        try:
+            return self._run(config, mirror, storage)
+        finally:
+            storage.close()
+
+    def _run(self, config: Config, mirror: Mirror, storage: Storage) -> tuple[int, int]:
         began = time.monotonic()
         checked = damaged = 0
         log.info("verify_scheduled_started", upstreams=len(config.upstreams))
         for up in config.upstreams:
-            for dest, path in list(scan_unknown(mirror.root / up.name, {})):
+            for dest in list(storage.scan_unknown(up.name, {})):
                 if self.stop.is_set():
                     return checked, damaged
-                result = self._one(mirror, up.name, dest, path)
+                result = self._one(mirror, storage, up.name, dest)
                 if result is None:
                     continue
                 checked += 1
@@ -84,23 +91,25 @@ class Scrub:
         )
         return checked, damaged
 
-    def _one(self, mirror: Mirror, upstream: str, dest: str, path: Path) -> bool | None:
+    def _one(self, mirror: Mirror, storage: Storage, upstream: str, dest: str) -> bool | None:
         """True if the file verified, False if damaged (recorded), None if it went away."""
         expected = dest.split("/")[1]
 
         def check(m: Mirror) -> bool | None:
             try:
-                digest = hash_file(path, self, drop_cache=True)
-            except FileNotFoundError:
-                return None  # deleted or repaired meanwhile: nothing to judge
-            except OSError as exc:
-                log.warning("verify_unreadable", upstream=upstream, path=dest, error=str(exc))
-                record_damage(m, upstream, [dest], failures=1)
+                found = storage.rehash(upstream, dest, self, drop_cache=True)
+            except (OSError, StorageError) as exc:
+                error = exc.line() if isinstance(exc, StorageError) else str(exc)
+                log.warning("verify_unreadable", upstream=upstream, path=dest, error=error)
+                record_damage(m, storage, upstream, [dest], failures=1)
                 return False
+            if found is None:
+                return None  # deleted or repaired meanwhile: nothing to judge
+            digest = found[0]
             if digest.name == expected:
                 return True
             log.warning("verify_damaged", upstream=upstream, path=dest, name=digest.name)
-            record_damage(m, upstream, [dest], failures=1)
+            record_damage(m, storage, upstream, [dest], failures=1)
             return False
 
         return self._locked(mirror, check)

@@ -16,6 +16,7 @@ from ..core.config import Config
 from ..core.plan import Plan
 from ..core.progress import Progress
 from ..net.fetch import Fetcher
+from ..storage.base import Storage, open_storage
 from ..storage.fs import Mirror
 from .budget import SpaceBudget
 from .context import RunContext
@@ -36,12 +37,40 @@ async def sync(
     progress: Progress | None = None,
     show_plan: Callable[[Plan], None] | None = None,
     clock: Callable[[], float] = time.time,
+    storage: Storage | None = None,
+) -> RunReport:
+    """`storage`: where to publish; by default opened (and closed) here from `config`."""
+    if storage is not None:
+        return await _sync(
+            config, mirror, fetcher, storage, dry_run, allow_shrink, progress, show_plan, clock
+        )
+    store = await asyncio.to_thread(open_storage, config, mirror)
+    try:
+        return await _sync(
+            config, mirror, fetcher, store, dry_run, allow_shrink, progress, show_plan, clock
+        )
+    finally:
+        await asyncio.to_thread(store.close)
+
+
+async def _sync(
+    config: Config,
+    mirror: Mirror,
+    fetcher: Fetcher,
+    storage: Storage,
+    dry_run: bool,
+    allow_shrink: bool,
+    progress: Progress | None,
+    show_plan: Callable[[Plan], None] | None,
+    clock: Callable[[], float],
 ) -> RunReport:
     free = 0 if dry_run else await asyncio.to_thread(_set_up, mirror)
+    await asyncio.to_thread(storage.check)
     ctx = RunContext(
         config=config,
         mirror=mirror,
         fetcher=fetcher,
+        storage=storage,
         budget=SpaceBudget(free, config.limits.free_space_reserve),
         progress=progress or Progress(),
         dry_run=dry_run,

@@ -34,6 +34,7 @@ from ..engine.gcpause import release_frozen
 from ..engine.scrub import Scrub, lower_priority
 from ..engine.sync import RunReport
 from ..log import log
+from ..storage.base import work_area
 from ..storage.fs import Mirror
 from . import sdnotify
 from .endpoint import make_app
@@ -47,7 +48,7 @@ class Daemon:
     def __init__(self, config: Config, config_file: Path) -> None:
         self.config = config
         self.config_file = config_file
-        self.mirror = Mirror(config.root)
+        self.mirror = work_area(config)
         self.wanted = asyncio.Event()
         self.stopping = asyncio.Event()
         self.running: asyncio.Task[Any] | None = None
@@ -124,10 +125,10 @@ class Daemon:
         except EumirrorError as exc:
             log.error("reload_failed", error=exc.line(), kept="previous configuration")
             return
-        if new.root != self.config.root:
+        if (new.root, new.s3) != (self.config.root, self.config.s3):
             log.error(
                 "reload_failed",
-                error=f"mirror.root changed to {new.root}; that needs a restart",
+                error=f"mirror.root changed to {new.where}; that needs a restart",
                 kept="previous configuration",
             )
             return
@@ -251,7 +252,7 @@ class Daemon:
             return
         began = time.monotonic()
         try:
-            log.info("sync_started", root=str(self.config.root))
+            log.info("sync_started", root=self.config.where)
             self.progress = Progress()
             async with report_progress(self.progress, None, self.config.status.progress_interval):
                 report = await run_sync(self.config, self.mirror, progress=self.progress)
@@ -392,7 +393,7 @@ async def run_daemon(config: Config, config_file: Path) -> int:
     await asyncio.to_thread(daemon.mirror.prepare)
     fd = daemon.mirror.acquire_lock(
         daemon.mirror.work / "daemon.lock",
-        held=f"another eumirror daemon (pid {{pid}}) serves {config.root}",
+        held=f"another eumirror daemon (pid {{pid}}) serves {config.where}",
         hint="stop it first (systemctl stop eumirror)",
     )
     try:

@@ -258,7 +258,7 @@ def status_document(
         reason = f"ok ({', '.join(pins)})"
     doc: dict[str, Any] = {
         "version": __version__,
-        "root": str(config.root),
+        "root": config.where,
         "generated": iso(now),
         "upstreams": upstreams,
         "health": {"ok": ok, "reason": reason, "max_age_seconds": max_age},

@@ -15,6 +15,8 @@ import fcntl
 import filecmp
 import itertools
 import os
+import stat
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -128,9 +130,9 @@ _UMASK = _umask()
 class Mirror:
     """Paths of one mirror root and the operations that keep its promises."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, work: Path | None = None) -> None:
         self.root = root
-        self.work = root / WORK
+        self.work = work or root / WORK
         self.tmp = self.work / "tmp"
         self.partial = self.work / "partial"
         self.state_dir = self.work / "state"
@@ -489,3 +491,194 @@ def syncfs(path: Path) -> None:
             os.sync()
     finally:
         os.close(fd)
+
+
+class FsStorage:
+    """`Storage` on a folder: partial files renamed into place after one filesystem sync."""
+
+    plus_encoded = False
+
+    def __init__(self, mirror: Mirror) -> None:
+        self.mirror = mirror
+        self.root = mirror.root
+
+    def where(self, upstream: str, dest: str = "") -> str:
+        return str(self.root / upstream / dest) if dest else str(self.root / upstream)
+
+    def check_upstream(self, upstream: str) -> None:
+        self.mirror.upstream_dir(upstream)
+
+    def prepare_upstream(self, upstream: str) -> None:
+        self.mirror.prepare_upstream(upstream)
+
+    def prepare_dest(self, upstream: str, dest: str) -> Path:
+        return self.mirror.prepare_dest(upstream, dest)
+
+    def kept_partials(self, upstream: str) -> frozenset[str]:
+        try:
+            return frozenset(os.listdir(self.mirror.partial_dir(upstream)))
+        except OSError:
+            return frozenset()
+
+    def new_download(
+        self, upstream: str, dest: str, key: str, *, kept: frozenset[str], options: Any
+    ) -> Any:
+        from ..engine.download import PartialFile  # the engine's; imported late (a cycle)
+
+        path = self.mirror.partial_dir(upstream) / f"{key}.part"
+        return PartialFile(
+            path,
+            options.budget,
+            exists=path.name in kept,
+            max_bytes=options.max_bytes,
+            on_length=options.on_length,
+        )
+
+    def place(self, upstream: str, items: list[Any]) -> tuple[dict[str, list[Any]], list[Any]]:
+        """One flush for all verified downloads, then the renames into their published paths.
+
+        Batching durability (one syncfs instead of an fsync per file) is what makes many small
+        tarballs cheap; the data is durable before any rename makes it visible.
+        """
+        from ..tuning import PER_FILE_FLUSH
+
+        try:
+            if not PER_FILE_FLUSH:  # else each was flushed by its verifying job
+                syncfs(self.mirror.partial)
+        except OSError as exc:
+            error = storage_error(exc, self.mirror.partial, "flushing downloads")
+            return {}, [(item, error) for item in items]
+        placed: dict[str, list[Any]] = {}
+        refused: list[Any] = []
+        for item in items:
+            try:
+                self.mirror.place(item.download.path, item.final)
+            except StorageError as exc:
+                refused.append((item, exc))
+                continue
+            item.download.forget_meta()
+            placed[item.dest] = record_of(item.final, item.digest)
+        return placed, refused
+
+    def link(self, source: str, upstream: str, dest: str, record: list[Any]) -> list[Any]:
+        path = self.mirror.link(source, upstream, dest)
+        return [record[0], record[1], os.lstat(path).st_mtime_ns, record[3]]
+
+    def flush(self) -> None:
+        try:
+            syncfs(self.root)
+        except OSError as exc:
+            raise storage_error(exc, self.root, "flushing new files") from None
+
+    def publish_catalog(self, upstream: str, data: bytes | Iterable[bytes]) -> bool:
+        return self.mirror.publish_catalog(upstream, data)
+
+    def read_catalog(self, upstream: str) -> bytes | None:
+        return self.mirror.read_catalog(upstream)
+
+    def catalog_stat(self, upstream: str) -> tuple[int, int] | None:
+        return self.mirror.catalog_stat(upstream)
+
+    def still_verified(
+        self, upstream: str, records: dict[str, list[Any]]
+    ) -> tuple[dict[str, list[Any]], list[tuple[str, list[Any]]]]:
+        return still_verified(f"{self.root / upstream}/", records)
+
+    def rehash(
+        self, upstream: str, dest: str, cancelled: _Flag | None, *, drop_cache: bool = False
+    ) -> tuple[FileDigest, list[Any]] | None:
+        """None when the file is gone; other read errors (EIO) are raised."""
+        path = self.root / upstream / dest
+        try:
+            digest = hash_file(path, cancelled, drop_cache=drop_cache)
+            return digest, record_of(path, digest)
+        except FileNotFoundError:
+            return None
+
+    def size_of(self, upstream: str, dest: str) -> int | None:
+        try:
+            return os.lstat(self.root / upstream / dest).st_size
+        except OSError:
+            return None
+
+    def quarantine(self, upstream: str, dest: str) -> None:
+        """Move damaged bytes into .eumirror/damaged/ (kept a while, for a look)."""
+        from ..log import log
+
+        source = self.root / upstream / dest
+        folder = self.mirror.work / "damaged" / upstream
+        target = folder / f"{dest.replace('/', '_')}.{time.time_ns()}"
+        try:
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.rename(source, target)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            # It cannot be moved: delete it rather than serve it.
+            log.warning("damaged_not_moved", upstream=upstream, path=dest, error=str(exc))
+            with contextlib.suppress(OSError):
+                source.unlink()
+            return
+        log.warning("image_damaged", upstream=upstream, path=dest, moved_to=str(target))
+
+    def scan_unknown(self, upstream: str, known: dict[str, list[Any]]) -> Iterator[str]:
+        for dest, _ in scan_unknown(self.root / upstream, known):
+            yield dest
+
+    def delete(self, upstream: str, dest: str) -> None:
+        path = self.root / upstream / dest
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        with contextlib.suppress(OSError):
+            path.parent.rmdir()
+
+    def check(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+def still_verified(
+    prefix: str, records: dict[str, Any]
+) -> tuple[dict[str, list[Any]], list[tuple[str, list[Any]]]]:
+    """Records whose file is still the one verified (a regular file of the same size and mtime
+    at images/<its name>/), and records whose file exists but changed. One lstat each, no
+    hashing: this runs every sync over every tarball, so it is kept to the bare minimum (a
+    record's shape is checked too: the state file is input like any other)."""
+    kept: dict[str, list[Any]] = {}
+    changed: list[tuple[str, list[Any]]] = []
+    lstat, is_reg = os.lstat, stat.S_ISREG
+    for dest, rec in records.items():
+        try:
+            st = lstat(prefix + dest)
+        except (OSError, TypeError, ValueError):
+            continue  # missing: not kept
+        if type(rec) is not list or len(rec) != 4 or not is_reg(st.st_mode):
+            continue
+        name = rec[0]  # record_fits, inlined: this loop runs over every tarball, every sync
+        if not (
+            type(name) is str
+            and dest[7:18] == name + "/"
+            and dest[:7] == "images/"
+            and "/" not in dest[18:]
+            and is_valid_name(name)
+        ):
+            continue
+        if st.st_size == rec[1] and st.st_mtime_ns == rec[2]:
+            kept[dest] = rec
+        else:
+            changed.append((dest, rec))
+    return kept, changed
+
+
+def record_fits(dest: str, rec: list[Any]) -> bool:
+    """A state record is input like any other: its name and its dest must agree."""
+    name = rec[0]
+    return (
+        type(name) is str
+        and dest[7:18] == name + "/"
+        and dest[:7] == "images/"
+        and "/" not in dest[18:]
+        and is_valid_name(name)
+    )
