@@ -20,6 +20,7 @@ from eumirror.core.names import name_of_chunks
 sys.path.insert(0, str(Path(__file__).parent))
 
 from faultserver import ThreadedFaultServer
+from s3kit import bucket, rgw  # noqa: F401  (fixtures: a real Ceph RGW per session)
 
 CLI_TIMEOUT = 120
 
