@@ -167,7 +167,6 @@ class PartialFile:
             self.meta_path.write_text(json.dumps(doc))
             self._meta_exists = True
 
-
     def _accept(self, chunks: list[bytes]) -> int:
         """Charge arriving bytes to the budget and the per-download cap, before any is kept."""
         size = sum(map(len, chunks))

@@ -313,7 +313,15 @@ class UpstreamRun:
         from ..service.hooks import prepare_hook
 
         removed, added = set(generation.removed), set(generation.added)
-        return prepare_hook(self.mirror, self.name, generation.number, removed, added)
+        return prepare_hook(
+            self.mirror,
+            self.name,
+            generation.number,
+            removed,
+            added,
+            root=self.ctx.config.where,
+            catalog=self.store.where(self.name, "catalog"),
+        )
 
     def _plan(self, body: bytes | bytearray, inventory: Any) -> Plan:
         with paused_gc():

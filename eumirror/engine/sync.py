@@ -9,6 +9,7 @@ from is never deleted under it. The caller holds the mirror's lock for the whole
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable
 
@@ -65,7 +66,7 @@ async def _sync(
     clock: Callable[[], float],
 ) -> RunReport:
     free = 0 if dry_run else await asyncio.to_thread(_set_up, mirror)
-    await asyncio.to_thread(storage.check)
+    await asyncio.to_thread(functools.partial(storage.check, write=not dry_run))
     ctx = RunContext(
         config=config,
         mirror=mirror,

@@ -43,7 +43,14 @@ def names_of(published: Iterable[list[str]]) -> set[str]:
 
 
 def prepare_hook(
-    mirror: Mirror, upstream: str, generation: int, before: set[str], after: set[str]
+    mirror: Mirror,
+    upstream: str,
+    generation: int,
+    before: set[str],
+    after: set[str],
+    *,
+    root: str,
+    catalog: str,
 ) -> dict[str, str]:
     """Write this generation's added/removed lists; the hook's environment (its own keys)."""
     folder = mirror.work / HOOKS
@@ -53,8 +60,8 @@ def prepare_hook(
     mirror.write_atomic(removed, _lines(before - after), mode=0o600, durable=False)
     return {
         "EUMIRROR_UPSTREAM": upstream,
-        "EUMIRROR_ROOT": str(mirror.root),
-        "EUMIRROR_CATALOG": str(mirror.root / upstream / "catalog"),
+        "EUMIRROR_ROOT": root,
+        "EUMIRROR_CATALOG": catalog,
         "EUMIRROR_GENERATION": str(generation),
         "EUMIRROR_ADDED": str(added),
         "EUMIRROR_REMOVED": str(removed),

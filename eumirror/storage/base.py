@@ -139,8 +139,9 @@ class Storage(Protocol):
 
     def delete(self, upstream: str, dest: str) -> None: ...
 
-    def check(self) -> None:
-        """Before a run: the place is usable (a bucket exists and takes our credentials)."""
+    def check(self, *, write: bool = True) -> None:
+        """Before a run: the place is usable (a bucket exists and takes our credentials); with
+        `write`, what a killed run left behind there is cleaned up."""
         ...
 
     def close(self) -> None: ...

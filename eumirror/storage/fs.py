@@ -632,7 +632,7 @@ class FsStorage:
         with contextlib.suppress(OSError):
             path.parent.rmdir()
 
-    def check(self) -> None:
+    def check(self, *, write: bool = True) -> None:
         return None
 
     def close(self) -> None:

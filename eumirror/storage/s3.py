@@ -82,7 +82,6 @@ class S3Storage:
         )
         self._creator = creator
         self.client: Any = self.call(creator.__aenter__())
-        self._aborted: set[str] = set()
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
@@ -152,8 +151,10 @@ class S3Storage:
     def check_upstream(self, upstream: str) -> None:
         return None
 
-    def check(self) -> None:
-        """The bucket exists and takes our credentials: one HEAD, before any download."""
+    def check(self, *, write: bool = True) -> None:
+        """The bucket exists and takes our credentials: one HEAD, before any download; then
+        what a killed run left half uploaded under the prefix is aborted (one writer per
+        prefix: any upload there is ours)."""
         try:
             self.call(self.client.head_bucket(Bucket=self.root.bucket))
         except StorageError as exc:
@@ -163,14 +164,11 @@ class S3Storage:
                     hint="create it (eumirror never creates buckets), or fix [mirror] root",
                 ) from None
             raise
+        if write:
+            self.call(self._abort_stale(f"{self.root.prefix}/" if self.root.prefix else ""))
 
     def prepare_upstream(self, upstream: str) -> None:
-        """Abort what a killed run left half uploaded under `prefix/U/` (one writer per
-        prefix: any upload there is ours)."""
-        if upstream in self._aborted:
-            return
-        self._aborted.add(upstream)
-        self.call(self._abort_stale(self.key(upstream) + "/"))
+        return None
 
     async def _abort_stale(self, prefix: str) -> None:
         paginator = self.client.get_paginator("list_multipart_uploads")
@@ -402,7 +400,6 @@ class Upload:
         if self._on_length is not None and remaining > 0:
             self._on_length(remaining)
             self._on_length = None
-
 
     async def write_batch(self, chunks: list[bytes]) -> None:
         size = sum(map(len, chunks))
