@@ -552,3 +552,53 @@ def test_parse_listen_port_limit() -> None:
     assert parse_listen("h:65535") == ("h", 65535)
     with pytest.raises(ValueError, match="65535"):
         parse_listen("h:65536")
+
+
+# -- object storage ----------------------------------------------------------------------------
+
+
+def test_an_s3_root_needs_a_state_dir_and_keeps_its_state_there() -> None:
+    config = parse(
+        '[mirror]\nroot = "s3://eustore/mirror/"\nstate_dir = "/var/lib/eumirror"\n'
+        '[s3]\nendpoint_url = "http://rgw:7480/"\naddressing_style = "virtual"\n' + UPSTREAM
+    )
+    assert config.s3 is not None
+    assert (config.s3.bucket, config.s3.prefix) == ("eustore", "mirror")
+    assert config.s3.endpoint_url == "http://rgw:7480"
+    assert config.s3.addressing_style == "virtual"
+    assert config.s3.key("up", "catalog") == "mirror/up/catalog"
+    assert config.root == Path("/var/lib/eumirror")
+    assert config.where == "s3://eustore/mirror"
+    bare = parse('[mirror]\nroot = "s3://eustore"\nstate_dir = "/s"\n' + UPSTREAM)
+    assert bare.s3 is not None and bare.s3.key("up", "catalog") == "up/catalog"
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ('[mirror]\nroot = "s3://eustore/m"\n', "mirror.state_dir"),
+        ('[mirror]\nroot = "/srv/m"\nstate_dir = "/s"\n', "mirror.state_dir"),
+        ('[mirror]\nroot = "/srv/m"\n[s3]\nregion = "x"\n', "s3"),
+        ('[mirror]\nroot = "s3://Bad_Bucket/m"\nstate_dir = "/s"\n', "mirror.root"),
+        ('[mirror]\nroot = "s3://b3t/a//b"\nstate_dir = "/s"\n', "mirror.root"),
+        (
+            '[mirror]\nroot = "s3://b3t/m"\nstate_dir = "/s"\n[s3]\nendpoint_url = "ftp://x"\n',
+            "s3.endpoint_url",
+        ),
+        (
+            '[mirror]\nroot = "s3://b3t/m"\nstate_dir = "/s"\n[s3]\naddressing_style = "dns"\n',
+            "s3.addressing_style",
+        ),
+        (
+            '[mirror]\nroot = "s3://b3t/m"\nstate_dir = "/s"\n[s3]\nendpoint = "http://x"\n',
+            "s3.endpoint",
+        ),
+        (
+            '[mirror]\nroot = "s3://b3t/m"\nstate_dir = "/s"\n[serve]\nlisten = "127.0.0.1:8080"\n',
+            "serve",
+        ),
+    ],
+)
+def test_s3_configuration_errors_name_the_key(text: str, key: str) -> None:
+    error = error_of(text + UPSTREAM)
+    assert f": {key}:" in error.message, error.message
