@@ -63,6 +63,9 @@ class Limits:
     max_image_bytes: int = 64 << 30
     max_rate: int | None = None
     """Bytes per second for all downloads together; None: unlimited."""
+    connections_per_download: int = 4
+    """Ranged connections one big tarball may be fetched over (each at least 32 MiB of it;
+    small tarballs always take one): a long fat link caps each TCP flow, not the sum."""
 
 
 @dataclass(frozen=True)
@@ -434,6 +437,7 @@ class _Reader:
             "free_space_reserve",
             "max_image_bytes",
             "max_rate",
+            "connections_per_download",
         }
         t = self.table(doc, "limits", keys)
         d = Limits()
@@ -464,7 +468,12 @@ class _Reader:
             max_image_bytes=self.get(
                 t, "limits", "max_image_bytes", int, d.max_image_bytes, parse_size
             ),
+            connections_per_download=self.get(
+                t, "limits", "connections_per_download", int, d.connections_per_download
+            ),
         )
+        if not 1 <= limits.connections_per_download <= 16:
+            raise self.fail("limits.connections_per_download", "must be between 1 and 16")
         for key in ("catalog_max_bytes", "connect_timeout", "low_speed_time", "max_image_bytes"):
             if getattr(limits, key) <= 0:
                 raise self.fail(f"limits.{key}", "must be more than zero")

@@ -33,6 +33,8 @@ from .workers import in_worker
 
 WRITEBACK_STEP = 8 << 20
 """Start writing a download to disk every this many bytes (see store.start_writeback)."""
+HASH_STEP = 8 << 20
+"""A split download's segments are read back and hashed this much per worker job."""
 RESUME_WORTHY = 8 << 20
 """Downloads at least this large record their validators at once, so even a SIGKILL resumes."""
 
@@ -90,6 +92,10 @@ class PartialFile:
         """Bytes charged to the budget for this file (given back if it is discarded)."""
         self._job: asyncio.Future[Any] | None = None
         """The sealing job in flight, if any: it owns the file until it returns."""
+        self._rfd = -1
+        """A second, buffered descriptor while the download is split: segments are written
+        at their offsets through it and read back through it to be hashed."""
+        self._segment_lock = threading.Lock()
 
     async def open(self) -> Validators:
         """Reopen a kept partial, re-hashing its prefix so it can be resumed.
@@ -119,6 +125,10 @@ class PartialFile:
         try:
             meta = json.loads(self.meta_path.read_bytes())
             self._meta_exists = True
+            if meta.get("split"):  # killed while split: holes past an unknown prefix
+                self._truncate_locked()
+                self._charged = 0
+                return Validators()
             return Validators(meta.get("etag"), meta.get("last_modified"))
         except (OSError, ValueError, AttributeError):
             return Validators()
@@ -159,10 +169,17 @@ class PartialFile:
         if self.offset and not self._meta_exists:
             self._write_meta()
 
-    def _write_meta(self) -> None:
+    def _write_meta(self, *, split: bool = False) -> None:
+        """The validators to resume with. `split`: the file may have holes past its hashed
+        prefix (a kill while split leaves no way to tell): a later run starts it over."""
         if self._validators is None:
             return
-        doc = {"etag": self._validators.etag, "last_modified": self._validators.last_modified}
+        doc: dict[str, Any] = {
+            "etag": self._validators.etag,
+            "last_modified": self._validators.last_modified,
+        }
+        if split:
+            doc["split"] = True
         with contextlib.suppress(OSError):
             self.meta_path.write_text(json.dumps(doc))
             self._meta_exists = True
@@ -172,6 +189,12 @@ class PartialFile:
         size = sum(map(len, chunks))
         if self.offset + size > self.max_bytes:
             raise too_large(self.offset + size, self.max_bytes)
+        self._budget.take(size)
+        self._charged += size
+        return size
+
+    def _accept_segment(self, chunks: list[bytes]) -> int:
+        size = sum(map(len, chunks))
         self._budget.take(size)
         self._charged += size
         return size
@@ -271,6 +294,96 @@ class PartialFile:
     def current_name(self) -> str:
         return self._hasher.name()
 
+    # -- one download over several connections --------------------------------------------------
+    async def split(self, bounds: list[tuple[int, int]]) -> list[FileSegment]:
+        """Segments for the ranges after the first; the file exists before any is written."""
+        await in_worker(self._open_segments)
+        return [FileSegment(self, start, end) for start, end in bounds]
+
+    def _open_segments(self) -> None:
+        with self._storing_lock, self._segment_lock:
+            if self._closed:
+                raise StorageError(f"{self.path}: closed before it was split")
+            if self._fd < 0:
+                self._create()
+            try:
+                self._rfd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
+            except OSError as exc:
+                raise storage_error(exc, self.path, "opening the partial download") from None
+            self._meta_due = False
+            self._write_meta(split=True)
+
+    def _pwrite(self, chunks: list[bytes], offset: int) -> None:
+        with self._segment_lock:
+            if self._rfd < 0:
+                raise StorageError(f"{self.path}: closed while a segment was written")
+            try:
+                for chunk in chunks:
+                    view = memoryview(chunk)
+                    while view:
+                        done = os.pwrite(self._rfd, view, offset)
+                        offset += done
+                        view = view[done:]
+            except OSError as exc:
+                raise storage_error(exc, self.path, "writing") from None
+
+    async def hash_segments(self, segments: list[FileSegment]) -> None:
+        """Hash each segment in order from what it wrote, as soon as the bytes before it are
+        hashed: every byte once, in order, just after it was written."""
+        for segment in segments:
+            while self._hasher.size < segment.end:
+                if segment.offset <= self._hasher.size:
+                    segment.changed.clear()
+                    if segment.offset <= self._hasher.size:
+                        await segment.changed.wait()
+                    continue
+                upto = min(segment.offset, self._hasher.size + HASH_STEP)
+                await in_worker(self._hash_written, self._hasher.size, upto)
+            self.offset = self._hasher.size
+
+    def _hash_written(self, start: int, end: int) -> None:
+        with self._segment_lock:
+            if self._rfd < 0:
+                raise StorageError(f"{self.path}: closed while it was hashed")
+            try:
+                position = start
+                while position < end:
+                    chunk = os.pread(self._rfd, min(CHUNK, end - position), position)
+                    if not chunk:
+                        raise StorageError(f"{self.path}: shorter than what was written")
+                    self._hasher.update(chunk)
+                    position += len(chunk)
+            except OSError as exc:
+                raise storage_error(exc, self.path, "reading back") from None
+            start_writeback(self._rfd, start, end - start)
+
+    async def unsplit(self) -> None:
+        """Keep the hashed prefix only (the rest may have holes) and go on from it with one
+        connection: a retry, or a later run, resumes from there."""
+        with contextlib.suppress(StorageError):
+            await self.drain()
+        await in_worker(self._unsplit)
+
+    def _unsplit(self) -> None:
+        with self._storing_lock, self._segment_lock:
+            if self._rfd >= 0:
+                os.close(self._rfd)
+                self._rfd = -1
+            if self._closed or self._fd < 0:
+                return
+            size = self._hasher.size
+            try:
+                if self._disk is not None:
+                    self._disk.flush()
+                    self._disk.release()
+                os.ftruncate(self._fd, size)
+                os.lseek(self._fd, size, os.SEEK_SET)
+            except OSError as exc:
+                raise storage_error(exc, self.path, "cutting back") from None
+            self._disk = DiskWriter(self._fd, size)
+            self.offset = self._stored = self._flushed = size
+            self._write_meta()  # the prefix is whole again: resumable
+
     def finish(self, expected_name: str) -> FileDigest:
         """Write what is held, verify the name, close.
 
@@ -346,6 +459,10 @@ class PartialFile:
             self._storing = None
 
     def _close_fd(self) -> None:
+        with self._segment_lock:
+            if self._rfd >= 0:
+                os.close(self._rfd)
+                self._rfd = -1
         if self._disk is not None:
             with contextlib.suppress(OSError):
                 self._disk.flush()
@@ -382,6 +499,23 @@ class PartialFile:
         for path in (self.path, self.meta_path):
             with contextlib.suppress(OSError):
                 path.unlink()
+
+
+class FileSegment:
+    """One range of a split download, written through the partial's buffered descriptor;
+    charged to the budget as it arrives, like the first range."""
+
+    def __init__(self, partial: PartialFile, start: int, end: int) -> None:
+        self.partial = partial
+        self.offset = start
+        self.end = end
+        self.changed = asyncio.Event()
+
+    async def write(self, chunks: list[bytes]) -> None:
+        size = self.partial._accept_segment(chunks)
+        await in_worker(self.partial._pwrite, chunks, self.offset)
+        self.offset += size
+        self.changed.set()
 
 
 def _quiet(future: asyncio.Future[None]) -> None:

@@ -10,13 +10,15 @@ from __future__ import annotations
 import asyncio
 import asyncio.selector_events
 import email.utils
+import functools
+import itertools
 import os
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 from urllib.parse import unquote, urljoin, urlsplit
 
 import aiofiles
@@ -66,6 +68,58 @@ class Sink(Protocol):
 
     def expect(self, remaining: int, validators: Validators) -> None:
         """Called once the response headers are in: may refuse (no space)."""
+
+
+class Segment(Protocol):
+    """One ranged part of a download, written at its own offset (not hashed as it arrives)."""
+
+    offset: int
+    """The next byte to write (absolute)."""
+    end: int
+
+    async def write(self, chunks: list[bytes]) -> None: ...
+
+
+@runtime_checkable
+class SplitSink(Sink, Protocol):
+    """A sink that can take one download over several connections: the first range streams
+    in and is hashed as it arrives; the others are written at their offsets and hashed, in
+    order, from what was written, once the bytes before them are."""
+
+    async def split(self, bounds: list[tuple[int, int]]) -> list[Segment]: ...
+
+    async def hash_segments(self, segments: list[Segment]) -> None: ...
+
+    async def unsplit(self) -> None:
+        """The split attempt ended early: keep only the hashed prefix, to go on from it."""
+
+    async def drain(self) -> None: ...
+
+
+SEGMENT_MIN = 32 << 20
+"""A tarball is split only into segments of at least this much: small ones take one."""
+SEGMENT_ALIGN = 1 << 20
+"""Segment boundaries: whole aligned blocks, so the first range's direct writes end clean."""
+
+
+def segment_bounds(start: int, end: int, connections: int) -> list[tuple[int, int]]:
+    """[start, end) cut into at most `connections` ranges of at least SEGMENT_MIN bytes, the
+    cuts on SEGMENT_ALIGN boundaries; one range when it is too small to split."""
+    count = min(connections, (end - start) // SEGMENT_MIN)
+    if count < 2:
+        return [(start, end)]
+    step = -(-(end - start) // count)
+    cuts = [start]
+    for i in range(1, count):
+        cut = -(-(start + i * step) // SEGMENT_ALIGN) * SEGMENT_ALIGN
+        if cuts[-1] < cut < end:
+            cuts.append(cut)
+    cuts.append(end)
+    return list(itertools.pairwise(cuts))
+
+
+class _Changed(Exception):
+    """A ranged request got the whole tarball back: it changed since the download began."""
 
 
 @dataclass
@@ -238,8 +292,9 @@ class Fetcher:
         permanent = isinstance(exc, aiohttp.ClientSSLError | aiohttp.InvalidURL)
         return FetchError(_join(label, sentence), transient=not permanent)
 
-    async def _stream(self, opened: _Opened) -> AsyncIterator[bytes]:
-        """Body chunks with curl's low-speed rule: under N bytes/s for T seconds aborts."""
+    async def _stream(self, opened: _Opened, *, stop: int | None = None) -> AsyncIterator[bytes]:
+        """Body chunks with curl's low-speed rule: under N bytes/s for T seconds aborts.
+        `stop`: only the first this many bytes (the rest of the body is left unread)."""
         resp = opened.response
         limit, window = self.limits.low_speed_limit, self.limits.low_speed_time
         started = time.monotonic()
@@ -251,12 +306,17 @@ class Fetcher:
                 chunk, _ = await resp.content.readchunk()
                 if not chunk:
                     break
+                last = False
+                if stop is not None and total + len(chunk) >= stop:
+                    chunk, last = chunk[: stop - total], True
                 if bucket is not None:
                     started += await bucket.take(len(chunk))  # our own wait is not slowness
                 seen += len(chunk)
                 total += len(chunk)
                 self.on_bytes(len(chunk))
                 yield chunk
+                if last:
+                    return  # the rest of the body stays unread (the connection is closed)
                 elapsed = time.monotonic() - started
                 if elapsed >= window:
                     if seen / elapsed < limit:
@@ -431,8 +491,101 @@ class Fetcher:
                 await sink.restart()
             prefix.validators = got  # what the bytes written from here on belong to
             sink.expect(resp.content_length or 0, got)
+            bounds = self._split(resp, sink, got)
+            if len(bounds) > 1:
+                assert isinstance(sink, SplitSink)
+                await self._segmented(channel, url, opened, sink, bounds, got)
+                return got
             await _pump(self._stream(opened), sink)
             return got
+
+    def _split(
+        self, resp: aiohttp.ClientResponse, sink: Sink, got: Validators
+    ) -> list[tuple[int, int]]:
+        """The ranges to fetch this response's bytes over, when a big tarball may be split:
+        the server takes ranges, names the bytes with a strong validator, and sends them
+        unencoded."""
+        length = resp.content_length
+        connections = self.limits.connections_per_download
+        if (
+            connections < 2
+            or not length
+            or length < 2 * SEGMENT_MIN
+            or not isinstance(sink, SplitSink)
+            or resp.headers.get("Content-Encoding", "identity").lower() != "identity"
+            or not got.if_range()
+            or (resp.status == 200 and resp.headers.get("Accept-Ranges", "").lower() != "bytes")
+        ):
+            return []
+        return segment_bounds(sink.offset, sink.offset + length, connections)
+
+    async def _segmented(
+        self,
+        channel: Channel,
+        url: str,
+        opened: _Opened,
+        sink: SplitSink,
+        bounds: list[tuple[int, int]],
+        got: Validators,
+    ) -> None:
+        """The first range from this response (hashed as it arrives), the others over their
+        own connections, each retried from what it wrote; then the rest hashed in order."""
+        validator = got.if_range() or ""
+        segments = await sink.split(bounds[1:])
+        first = bounds[0][1] - bounds[0][0]
+        try:
+            async with asyncio.TaskGroup() as group:
+                for segment in segments:
+                    group.create_task(
+                        self._with_retries(
+                            redact(url),
+                            functools.partial(self._fill, channel, url, segment, validator),
+                        )
+                    )
+                await _pump(self._stream(opened, stop=first), sink, hold_last=False)
+                await sink.drain()
+                await sink.hash_segments(segments)
+        except BaseException as exc:
+            await sink.unsplit()
+            cause = _first(exc)
+            if isinstance(cause, _Changed):
+                await sink.restart()
+                raise FetchError(
+                    _join(opened.where, "the tarball changed during the download; starting over"),
+                    transient=True,
+                    retry_after=0.0,
+                ) from None
+            if cause is not exc and isinstance(cause, Exception):
+                raise cause from None
+            raise
+
+    async def _fill(self, channel: Channel, url: str, segment: Segment, validator: str) -> None:
+        """One range into its segment, from what the segment already holds."""
+        headers = {"Range": f"bytes={segment.offset}-{segment.end - 1}", "If-Range": validator}
+        opened = await self._open(channel, url, headers, "")
+        resp = opened.response
+        async with resp:
+            _raise_for_status(resp, opened.where)
+            if resp.status != 206:
+                raise _Changed()
+            if _range_start(resp.headers.get("Content-Range", "")) != segment.offset:
+                raise FetchError(_join(opened.where, "unexpected Content-Range"), transient=True)
+            batch: list[bytes] = []
+            size = 0
+            try:
+                async for chunk in self._stream(opened, stop=segment.end - segment.offset):
+                    batch.append(chunk)
+                    size += len(chunk)
+                    if size >= CHUNK:
+                        await segment.write(batch)
+                        batch, size = [], 0
+            finally:
+                if batch:
+                    await segment.write(batch)
+            if segment.offset < segment.end:
+                raise FetchError(
+                    _join(opened.where, "a range ended early"), transient=True, retry_after=0.0
+                )
 
     async def _file_download(self, url: str, sink: Sink) -> None:
         path = Path(unquote(urlsplit(url).path))
@@ -450,7 +603,7 @@ class Fetcher:
         await _pump(chunks(), sink)
 
 
-async def _pump(chunks: AsyncIterator[bytes], sink: Sink) -> int:
+async def _pump(chunks: AsyncIterator[bytes], sink: Sink, *, hold_last: bool = True) -> int:
     """Batch chunks to about 1 MiB and let the sink hash and write one batch while we read on.
 
     When the transfer breaks, what did arrive is still written: it is a valid prefix to resume.
@@ -481,8 +634,16 @@ async def _pump(chunks: AsyncIterator[bytes], sink: Sink) -> int:
     if pending is not None:
         await pending
     if batch:
-        await sink.write_last(batch)
+        await (sink.write_last(batch) if hold_last else sink.write_batch(batch))
     return total
+
+
+def _first(exc: BaseException) -> BaseException:
+    """The first error in a task group's exception group (cancellations aside)."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        found = [e for e in exc.exceptions if not isinstance(e, asyncio.CancelledError)]
+        exc = (found or list(exc.exceptions))[0]
+    return exc
 
 
 @dataclass
