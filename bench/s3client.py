@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import json
 import os
 import subprocess
@@ -107,6 +108,7 @@ async def obstore_worker(args: argparse.Namespace, block: bytes) -> None:
 
 
 def worker(args: argparse.Namespace) -> None:
+    faulthandler.enable()  # obstore sometimes aborts at exit (pyo3/tokio): show where
     block = os.urandom(args.block)
     began = time.monotonic()
     run = aiobotocore_worker if args.client == "aiobotocore" else obstore_worker
@@ -148,13 +150,17 @@ def measure(
         "--bucket", bucket, "--count", str(count), "--block", str(block),
         "--parts", str(parts), "--concurrency", str(opts.concurrency),
     ]  # fmt: skip
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE)
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, env={**os.environ, "RUST_BACKTRACE": "1"})
     assert proc.stdout is not None
     out = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise SystemExit(f"{client} {workload} worker exited {proc.returncode}")
+    note = ""
+    if proc.returncode != 0:  # reported, not fatal: a crash is a finding about the client
+        print(f"{client} {workload} worker exited {proc.returncode}", file=sys.stderr)
+        if not out.strip():  # it died before it finished: no figures
+            raise SystemExit(f"{client} {workload} worker died before reporting")
+        note = f"exit {proc.returncode} after finishing"  # the uploads are still checked below
     wall = float(json.loads(out)["wall"])
     size = block * parts
     listed = [
@@ -172,6 +178,7 @@ def measure(
         "wall_s": round(wall, 2),
         "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
         "peak_rss_MiB": round(usage.ru_maxrss / 1024, 1),
+        "note": note,
     }
 
 
@@ -196,7 +203,17 @@ def driver(opts: argparse.Namespace) -> None:
                 finally:
                     if not opts.endpoint:
                         rgwcluster.stop(tmp)
-    cols = ["run", "client", "workload", "objects", "MB/s", "wall_s", "cpu_s", "peak_rss_MiB"]
+    cols = [
+        "run",
+        "client",
+        "workload",
+        "objects",
+        "MB/s",
+        "wall_s",
+        "cpu_s",
+        "peak_rss_MiB",
+        "note",
+    ]
     print("\n| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
     for row in sorted(rows, key=lambda r: (r["workload"], r["client"], r["run"])):
         print("| " + " | ".join(str(row[c]) for c in cols) + " |")
