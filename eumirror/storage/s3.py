@@ -101,7 +101,7 @@ class S3Storage:
     async def _guard(self, coro: Coroutine[Any, Any, T]) -> T:
         try:
             return await coro
-        except StorageError:
+        except (StorageError, Cancelled):
             raise
         except Exception as exc:
             raise self.error(exc) from None
@@ -139,6 +139,8 @@ class S3Storage:
             self.call(self._creator.__aexit__(None, None, None))
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
+        if not self._thread.is_alive():
+            self._loop.close()
 
     # -- names ------------------------------------------------------------------------------
     def key(self, upstream: str, dest: str = "") -> str:
@@ -208,8 +210,8 @@ class S3Storage:
         bucket, client = self.root.bucket, self.client
         copy_source = {"Bucket": bucket, "Key": source}
         if size <= SINGLE_COPY_MAX:
-            answer = await client.copy_object(Bucket=bucket, Key=target, CopySource=copy_source)
-            return str(answer["CopyObjectResult"]["ETag"])
+            await client.copy_object(Bucket=bucket, Key=target, CopySource=copy_source)
+            return await self._etag(target)
         upload = await client.create_multipart_upload(Bucket=bucket, Key=target)
         upload_id = upload["UploadId"]
         parts = []
@@ -225,14 +227,20 @@ class S3Storage:
                     CopySourceRange=f"bytes={start}-{end}",
                 )
                 parts.append({"ETag": answer["CopyPartResult"]["ETag"], "PartNumber": number})
-            done = await client.complete_multipart_upload(
+            await client.complete_multipart_upload(
                 Bucket=bucket, Key=target, UploadId=upload_id, MultipartUpload={"Parts": parts}
             )
         except BaseException:
             with contextlib.suppress(Exception):
                 await client.abort_multipart_upload(Bucket=bucket, Key=target, UploadId=upload_id)
             raise
-        return str(done["ETag"])
+        return await self._etag(target)
+
+    async def _etag(self, key: str) -> str:
+        """An object's ETag as listings show it: what the state records for the cheap check
+        (answers to a copy or a completion may give another form, or none)."""
+        head = await self.client.head_object(Bucket=self.root.bucket, Key=key)
+        return str(head["ETag"])
 
     def flush(self) -> None:
         return None  # an object is durable once its PUT or completion answered
@@ -414,7 +422,9 @@ class Upload:
         self._held_size += size
         if self._held_size >= PART:
             await self.drain()
-            self._sending = asyncio.ensure_future(self._send_part())
+            body = b"".join(self._held)  # taken now: later batches go to the next part
+            self._held, self._held_size = [], 0
+            self._sending = asyncio.ensure_future(self._send_part(body))
 
     async def write_last(self, chunks: list[bytes]) -> None:
         await self.write_batch(chunks)
@@ -423,9 +433,7 @@ class Upload:
         for chunk in chunks:
             self._hasher.update(chunk)
 
-    async def _send_part(self) -> None:
-        body = b"".join(self._held)
-        self._held, self._held_size = [], 0
+    async def _send_part(self, body: bytes) -> None:
         await self.store.submit(self._upload_part(body))
 
     async def _upload_part(self, body: bytes) -> None:
@@ -490,14 +498,14 @@ class Upload:
             return str(answer["ETag"])
         if body:
             await self._upload_part(body)
-        answer = await client.complete_multipart_upload(
+        await client.complete_multipart_upload(
             Bucket=bucket,
             Key=self.key,
             UploadId=self._upload_id,
             MultipartUpload={"Parts": self._parts},
         )
         self._upload_id = None
-        return str(answer["ETag"])
+        return await self.store._etag(self.key)
 
     def _abort(self) -> None:
         """Throw away what was uploaded; it was never visible. Best effort: a failed abort is
