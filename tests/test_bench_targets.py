@@ -1,9 +1,10 @@
-"""The benchmark's targets hold only when every run meets them (issue 15), and its connection
-count from nginx's access log."""
+"""The benchmark's targets hold only when every run meets them (issue 15), its connection count
+from nginx's access log, and the eumirror config it writes for the link corpus."""
 
 from __future__ import annotations
 
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "bench"))
 
 import report  # noqa: E402
+from tools import eumirror_config  # noqa: E402
 from upstream import peak_overlap  # noqa: E402
 
 
@@ -105,3 +107,17 @@ def test_peak_overlap_counts_connections_open_together() -> None:
     # millisecond timestamps: touching spans may have overlapped, so they count together
     assert peak_overlap([(0.0, 1.0), (1.0, 2.0)]) == 2
     assert peak_overlap([(1.0, 1.0), (1.0, 1.0), (1.0, 1.0)]) == 3
+
+
+def test_connections_per_download_is_written_only_when_asked(tmp_path: Path) -> None:
+    """Without --connections the config has no [limits] (an eumirror without the key still runs
+    the harness); with it, [limits] connections_per_download is set."""
+    config = tmp_path / "eumirror.toml"
+    eumirror_config(config, tmp_path / "root", "http://127.0.0.1:1/catalog", 4)
+    doc = tomllib.loads(config.read_text())
+    assert "limits" not in doc
+    assert doc["mirror"]["concurrency"] == 4
+    eumirror_config(config, tmp_path / "root", "http://127.0.0.1:1/catalog", 4, connections=8)
+    doc = tomllib.loads(config.read_text())
+    assert doc["limits"] == {"connections_per_download": 8}
+    assert doc["upstream"][0]["catalog"] == "http://127.0.0.1:1/catalog"
