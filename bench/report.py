@@ -394,9 +394,9 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         versus(
             "link-vs-best",
             SECOND,
-            "link: vs the best of aria2c -x8, rclone, curl",
+            "link: vs the best of aria2c -x8, rclone, curl --parallel-immediate",
             link,
-            ["aria2c-x8", "rclone", "curl"],
+            ["aria2c-x8", "rclone", "curl-immediate"],
             1.3,
         )
         out.append(

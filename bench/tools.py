@@ -155,7 +155,13 @@ LIMIT = "md5sum-2p"
 LINK_PEERS: tuple[Peer, ...] = (
     Peer("aria2c-x8", "aria2c -x8 -s8 -j4 + md5sum -c", ("aria2c", "md5sum", "sync")),
     Peer("rclone", "rclone copy (multi-thread) + md5sum -c", ("rclone", "md5sum", "sync")),
-    Peer("curl", "curl --parallel + md5sum -c", ("curl", "md5sum", "sync")),
+    # without --parallel-immediate curl waits for its first connection to learn whether it can
+    # multiplex, and meanwhile queues a second transfer on it: 3 connections for 4 files here
+    Peer(
+        "curl-immediate",
+        "curl --parallel --parallel-immediate + md5sum -c",
+        ("curl", "md5sum", "sync"),
+    ),
 )
 
 # The catalog corpus's first-sync peer (issue 15): the same 100k files from the same nginx.
@@ -199,12 +205,14 @@ def peer_script(
     head = "set -euo pipefail\n"
     if key == "rclone":
         return head + rclone + "\n" + verify
-    if key == "curl":
+    if key in ("curl", "curl-immediate"):
         curl_cfg = q(str(inputs / "curl.cfg"))
+        immediate = " --parallel-immediate" if key == "curl-immediate" else ""
         return (
             head
             + f"cd {q(str(dest))}\n"
-            + f"curl -sS --fail --parallel --parallel-max {n} --create-dirs --config {curl_cfg}\n"
+            + f"curl -sS --fail --parallel --parallel-max {n}{immediate} --create-dirs"
+            + f" --config {curl_cfg}\n"
             + verify
         )
     if key == "aria2c":

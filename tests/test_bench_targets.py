@@ -79,7 +79,7 @@ def test_catalog_and_link_targets_take_every_run() -> None:
             "eumirror": eum,
             "aria2c-x8": _tool([6.0, 6.0, 6.0]),
             "rclone": _tool([8.0, 8.0, 8.0]),
-            "curl": _tool([30.0, 30.0, 30.0]),
+            "curl-immediate": _tool([30.0, 30.0, 30.0]),
         }
     }
     got = _by_id({"corpora": {"catalog": catalog, "link": link}})
