@@ -623,6 +623,8 @@ class Runner:
         }
         shutil.rmtree(root, ignore_errors=True)
         shutil.rmtree(pristine, ignore_errors=True)
+        for leftover in self.work.glob("catalog-root-first-*"):  # the other first syncs' roots
+            shutil.rmtree(leftover, ignore_errors=True)
         return result
 
     def _first_syncs(
@@ -632,9 +634,9 @@ class Runner:
         rounds that alternate who goes first; (eumirror's summary, the peer's, a synced root).
 
         Within `--corpus all` there is no warm-up round (the corpus is read into the page cache
-        instead), as for the link corpus. Each eumirror run syncs into a new empty root; roots
-        are kept (deleting 100k files slows the next run's file creation) until the last good
-        one is kept as the synced mirror and the others are deleted."""
+        instead), as for the link corpus. Each eumirror run syncs into a new empty root, all kept
+        to the end (deleting 100k files would slow the file creation of the cases after it); the
+        last good one becomes the synced mirror."""
         args = self.args
         url = f"{nginx.url}/catalog"
         peer = FIRST_SYNC_PEER
@@ -647,7 +649,6 @@ class Runner:
         theirs: list[Sample] = []
         reqs: list[int] = []
         found: list[str] = []
-        roots: list[Path] = []
         good: Path | None = None
         # within `all` no warm-up round (the 30-minute budget): the corpus is read once instead
         warmup = 0 if args.corpus == "all" else args.warmup
@@ -661,7 +662,6 @@ class Runner:
                 if key == "eumirror":
                     dest = root.with_name(f"{root.name}-first-{rnd}")
                     shutil.rmtree(dest, ignore_errors=True)
-                    roots.append(dest)
                     sample, events = self.run_eumirror(
                         dest, url, "catalog-first", expect_images=corpus.files
                     )
@@ -696,9 +696,6 @@ class Runner:
                     f"  {'ok' if sample.ok else 'FAILED ' + sample.note}"
                 )
         mine_doc = report.summarise(mine) | {"tarball_requests": reqs, "problems": found}
-        for path in roots:
-            if path != good:
-                shutil.rmtree(path, ignore_errors=True)
         if gone:
             return mine_doc, {"label": peer.label, "skipped": gone}, good
         return mine_doc, report.summarise(theirs) | {"label": peer.label}, good
