@@ -36,7 +36,7 @@ def eustore_name(md5_hex: str) -> str:
 class Params:
     """What a corpus is made of; the manifest records it, so a change forces a rebuild."""
 
-    kind: str  # "big", "small" or "catalog"
+    kind: str  # "big", "small", "catalog" or "link"
     count: int  # files in the (first) catalog
     size: int  # bytes per file
     changed: int = 0  # catalog kind: images whose tarball changes in the next version
@@ -53,6 +53,8 @@ def params_for(kind: str, scale: float, *, size_factor: int = 1) -> Params:
         return Params("big" if size_factor == 1 else f"big{size_factor}x", 8, size)
     if kind == "small":
         return Params("small", max(8, round(2000 * scale)), 256 * KiB)
+    if kind == "link":  # 4 x 512 MiB: big enough for several ranged connections per tarball
+        return Params("link", 4, max(4 * KiB, round(512 * MiB * scale / (4 * KiB)) * 4 * KiB))
     if kind == "catalog":
         count = max(200, round(100_000 * scale))
         return Params(

@@ -112,13 +112,18 @@ def tail(path: Path, lines: int = 5) -> str:
 
 
 # -- eumirror --------------------------------------------------------------------------------------
-def eumirror_config(path: Path, root: Path, catalog_url: str, concurrency: int) -> None:
-    """A config with [limits] left at their defaults."""
+def eumirror_config(
+    path: Path, root: Path, catalog_url: str, concurrency: int, connections: int | None = None
+) -> None:
+    """A config with [limits] left at their defaults, but `connections_per_download` when given
+    (written only then, so the harness also runs an eumirror that does not know the key)."""
+    limits = (
+        "" if connections is None else f"\n[limits]\nconnections_per_download = {connections}\n"
+    )
     path.write_text(
         "[mirror]\n"
         f'root = "{root}"\n'
-        f"concurrency = {concurrency}\n"
-        "\n[[upstream]]\n"
+        f"concurrency = {concurrency}\n" + limits + "\n[[upstream]]\n"
         'name = "bench"\n'
         f'catalog = "{catalog_url}"\n'
     )
@@ -146,6 +151,24 @@ PEERS: tuple[Peer, ...] = (
 )
 LIMIT = "md5sum-2p"
 
+# The link corpus's peers: each splits or parallelises as its own defaults and flags say.
+LINK_PEERS: tuple[Peer, ...] = (
+    Peer("aria2c-x8", "aria2c -x8 -s8 -j4 + md5sum -c", ("aria2c", "md5sum", "sync")),
+    Peer("rclone", "rclone copy (multi-thread) + md5sum -c", ("rclone", "md5sum", "sync")),
+    # without --parallel-immediate curl waits for its first connection to learn whether it can
+    # multiplex, and meanwhile queues a second transfer on it: 3 connections for 4 files here
+    Peer(
+        "curl-immediate",
+        "curl --parallel --parallel-immediate + md5sum -c",
+        ("curl", "md5sum", "sync"),
+    ),
+)
+
+# The catalog corpus's first-sync peer (issue 15): the same 100k files from the same nginx.
+FIRST_SYNC_PEER = Peer(
+    "rclone-files-from", "rclone copy --files-from-raw + md5sum -c", ("rclone", "md5sum", "sync")
+)
+
 
 def missing(peer: Peer) -> list[str]:
     return [exe for exe in peer.needs if shutil.which(exe) is None]
@@ -154,10 +177,15 @@ def missing(peer: Peer) -> list[str]:
 def write_peer_inputs(corpus: Corpus, base_url: str, folder: Path) -> None:
     """curl's config and aria2c's input file for this server's port."""
     files_url = f"{base_url}/files/"
-    with open(folder / "curl.cfg", "w") as curl, open(folder / "aria2.txt", "w") as aria:
+    with (
+        open(folder / "curl.cfg", "w") as curl,
+        open(folder / "aria2.txt", "w") as aria,
+        open(folder / "files-from.txt", "w") as raw,
+    ):
         for rel in corpus.relpaths:
             curl.write(f'url = "{files_url}{rel}"\noutput = "{rel}"\n')
             aria.write(f"{files_url}{rel}\n  out={rel}\n")
+            raw.write(f"{rel}\n")
 
 
 def peer_script(
@@ -177,12 +205,14 @@ def peer_script(
     head = "set -euo pipefail\n"
     if key == "rclone":
         return head + rclone + "\n" + verify
-    if key == "curl":
+    if key in ("curl", "curl-immediate"):
         curl_cfg = q(str(inputs / "curl.cfg"))
+        immediate = " --parallel-immediate" if key == "curl-immediate" else ""
         return (
             head
             + f"cd {q(str(dest))}\n"
-            + f"curl -sS --fail --parallel --parallel-max {n} --create-dirs --config {curl_cfg}\n"
+            + f"curl -sS --fail --parallel --parallel-max {n}{immediate} --create-dirs"
+            + f" --config {curl_cfg}\n"
             + verify
         )
     if key == "aria2c":
@@ -191,6 +221,22 @@ def peer_script(
             head
             + f"aria2c -q -j{n} --input-file={aria} --dir={q(str(dest))} "
             + "--auto-file-renaming=false --allow-overwrite=true\n"
+            + verify
+        )
+    if key == "aria2c-x8":  # the link corpus: 8 ranged connections per file, 4 files at once
+        aria = q(str(inputs / "aria2.txt"))
+        return (
+            head
+            + f"aria2c -q -x8 -s8 -j4 --input-file={aria} --dir={q(str(dest))} "
+            + "--auto-file-renaming=false --allow-overwrite=true\n"
+            + verify
+        )
+    if key == "rclone-files-from":  # the 100k first sync: no listing, the list of files given
+        raw = q(str(inputs / "files-from.txt"))
+        return (
+            head
+            + f"rclone copy -q --transfers {n} --files-from-raw {raw}"
+            + f" --http-url {q(base_url + '/files/')} :http: {q(str(dest))}\n"
             + verify
         )
     if key == "rclone-2md5":

@@ -3,7 +3,10 @@
 nginx serves a corpus folder as its document root (autoindex on, so rclone's http backend can
 list it) with `sendfile on`; ETag and If-Modified-Since handling are nginx's defaults for static
 files. `/catalog` is a symlink in the temporary folder, so the served catalog version can be
-swapped atomically. The access log records one line per request for counting tarball requests.
+swapped atomically. The access log records one line per request for counting tarball requests,
+and with each its connection's serial number and its start and end, for counting connections.
+With `limit_rate` every response is capped at that rate (per request, so per connection at any
+one time): a long fat pipe's per-flow cap, where one TCP connection is bound by latency and loss.
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ events {{ worker_connections 1024; }}
 http {{
     types {{ application/json json; application/x-gzip tgz; text/plain md5; }}
     default_type application/octet-stream;
-    log_format bench '$request_method $uri $status $body_bytes_sent';
+    log_format bench '$request_method $uri $status $body_bytes_sent'
+                     ' $connection $msec $request_time';
     access_log {tmp}/access.log bench;
     sendfile on;
     tcp_nopush on;
@@ -43,7 +47,7 @@ http {{
         listen 127.0.0.1:{port};
         root {root};
         autoindex on;
-        location = /catalog {{
+{extra}        location = /catalog {{
             alias {tmp}/catalog;
             default_type application/json;
         }}
@@ -93,12 +97,55 @@ class AccessLog:
                 rows.append((parts[0], parts[1], int(parts[2])))
         return rows
 
+    def connections_since_mark(self) -> tuple[int, int]:
+        """(connections used, most open at once) since the mark.
+
+        A connection's span runs from its first request's start ($msec - $request_time) to its
+        last request's end ($msec); the peak is the most spans that overlap (an idle keep-alive
+        connection between two requests counts as open, as it is).
+        """
+        if not self.path.exists():
+            return 0, 0
+        with open(self.path, "rb") as f:
+            f.seek(self.offset)
+            data = f.read()
+        spans: dict[str, tuple[float, float]] = {}
+        for line in data.decode("utf-8", "replace").splitlines():
+            parts = line.split()
+            if len(parts) < 7:
+                continue
+            try:
+                end, took = float(parts[5]), float(parts[6])
+            except ValueError:
+                continue
+            start = end - took
+            old = spans.get(parts[4])
+            spans[parts[4]] = (
+                (start, end) if old is None else (min(old[0], start), max(old[1], end))
+            )
+        return len(spans), peak_overlap(list(spans.values()))
+
+
+def peak_overlap(spans: list[tuple[float, float]]) -> int:
+    """The most (start, end) spans open at one time.
+
+    nginx's times have millisecond resolution, so spans that touch (one ends in the millisecond
+    another starts) count as open together: an upper bound, never an undercount."""
+    edges = sorted([(s, -1) for s, _ in spans] + [(e, 1) for _, e in spans])
+    # at equal times starts (-1 in the sort key) come before ends
+    peak = now = 0
+    for _, step in edges:
+        now -= step
+        peak = max(peak, now)
+    return peak
+
 
 class Nginx:
     """nginx serving `root` on a free loopback port until stopped (by its pid)."""
 
-    def __init__(self, binary: str, root: Path) -> None:
+    def __init__(self, binary: str, root: Path, *, limit_rate: str | None = None) -> None:
         self.binary = binary
+        self.limit_rate = limit_rate
         self.root = root.resolve()
         self.tmp = Path(tempfile.mkdtemp(prefix="eumirror-bench-nginx-"))
         self.port = 0
@@ -127,7 +174,9 @@ class Nginx:
             self.port = free_port()
             conf = self.tmp / "nginx.conf"
             conf.write_text(
-                NGINX_CONF.format(user=user, tmp=self.tmp, port=self.port, root=self.root)
+                NGINX_CONF.format(
+                    user=user, tmp=self.tmp, port=self.port, root=self.root, extra=self._extra()
+                )
             )
             argv = [self.binary, "-p", str(self.tmp), "-e", str(self.tmp / "error.log")]
             with open(self.tmp / "stderr.log", "ab") as stderr:
@@ -156,6 +205,10 @@ class Nginx:
             if "Address already in use" not in last_error:
                 break
         raise RuntimeError(f"nginx did not start: {last_error or 'no output'}")
+
+    def _extra(self) -> str:
+        """Directives for the server block: the per-request rate cap, when one is set."""
+        return f"        limit_rate {self.limit_rate};\n" if self.limit_rate else ""
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None

@@ -70,18 +70,18 @@ def test_bench_tiny_prints_table_and_writes_json(tmp_path: Path) -> None:
         ],
         capture_output=True,
         text=True,
-        timeout=55,
+        timeout=240,  # four corpora of many runs on a shared machine
         check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     printed = proc.stdout
-    for heading in ("== big:", "== small:", "== catalog:", "== targets"):
+    for heading in ("== big:", "== small:", "== catalog:", "== link:", "== targets"):
         assert heading in printed
     assert "eumirror sync --once" in printed
     assert "peak RSS MiB" in printed
 
     results = json.loads(out.read_text())
-    assert set(results["corpora"]) == {"big", "small", "catalog"}
+    assert set(results["corpora"]) == {"big", "small", "catalog", "link"}
     for kind in ("big", "small"):
         tools = results["corpora"][kind]["tools"]
         assert len(tools["eumirror"]["runs"]) == 1
@@ -89,9 +89,24 @@ def test_bench_tiny_prints_table_and_writes_json(tmp_path: Path) -> None:
             assert tool.get("skipped") or len(tool["runs"]) == 1, key
     catalog = results["corpora"]["catalog"]
     assert len(catalog["first_sync"]["runs"]) == 1
+    peer = catalog["first_sync_peer"]
+    assert peer.get("skipped") or len(peer["runs"]) == 1
     if catalog["first_sync"]["ok"]:  # the harness counts requests and the download phase
         assert catalog["noop"]["tarball_requests"] == [0]
         assert catalog["change"]["tarball_requests"] == [catalog["next"]["new_tarballs"]]
         assert catalog["change"]["plan_publish"]["median_s"] > 0
+    link = results["corpora"]["link"]
+    assert link["link_rate"] == "8m"
+    for key, tool in link["tools"].items():  # every run's connections, from nginx's log
+        if not tool.get("skipped"):
+            assert len(tool["connections"]["peak"]) == 1, key
+            assert 1 <= tool["connections"]["peak"][0] <= tool["connections"]["used"][0], key
     assert {t["result"] for t in results["targets"]} <= {"PASS", "FAIL", "N/A"}
+    ids = {t["id"]: t for t in results["targets"]}
+    # issue 9's ten targets (rss-flat-4x needs --rss-scale) and issue 15's
+    assert {"big-vs-rclone", "noop-time", "change-plan-publish", "rss-c4"} <= set(ids)
+    assert {"small-vs-best", "first-sync-vs-rclone", "link-vs-best", "link-connections"} <= set(ids)
+    assert len(ids["link-connections"]["values"]) == 1
+    assert len(ids["link-connections"]["loads"]) == 1
+    assert "load1 before each" in printed
     assert not (tmp_path / "work").exists()
