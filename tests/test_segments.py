@@ -17,10 +17,10 @@ import pytest
 from conftest import Mirror, Upstream, events, name_of, tarball, write_config
 from faultserver import Fault, ThreadedFaultServer
 
-from eumirror.net.fetch import SEGMENT_ALIGN, SEGMENT_MIN, segment_bounds
+from eumirror.net.fetch import PIECE, SEGMENT_ALIGN, SPLIT_MIN, segment_bounds
 
-BIG = 3 * SEGMENT_MIN + 12345
-"""Three segments at four connections (each at least SEGMENT_MIN), an unaligned end."""
+BIG = SPLIT_MIN + 2 * PIECE + 12345
+"""Seven pieces (the last a small one, an unaligned end), four connections at once."""
 
 
 @pytest.fixture(scope="module")
@@ -42,16 +42,17 @@ def ranges(server: ThreadedFaultServer, path: str) -> list[str]:
 
 
 def test_bounds_are_aligned_at_least_the_minimum_and_cover_the_range() -> None:
-    for start, end, n in [(0, BIG, 4), (5, 10 * SEGMENT_MIN + 7, 8), (0, 2 * SEGMENT_MIN, 16)]:
+    for start, end, n in [(0, BIG, 4), (5, 10 * SPLIT_MIN + 7, 8), (0, SPLIT_MIN, 16)]:
         bounds = segment_bounds(start, end, n)
         assert bounds[0][0] == start and bounds[-1][1] == end
         assert all(a < b for a, b in bounds)
         assert all(b1 == a2 for (_, b1), (a2, _) in itertools.pairwise(bounds))
         assert all(a % SEGMENT_ALIGN == 0 for a, _ in bounds[1:])
-        assert len(bounds) <= n
-        assert all(b - a >= SEGMENT_MIN - SEGMENT_ALIGN for a, b in bounds)
-    assert segment_bounds(0, SEGMENT_MIN * 2 - 1, 8) == [(0, SEGMENT_MIN * 2 - 1)]
-    assert segment_bounds(0, 10 * SEGMENT_MIN, 1) == [(0, 10 * SEGMENT_MIN)]
+        assert all(b - a <= PIECE + SEGMENT_ALIGN for a, b in bounds)
+        assert len(bounds) >= (end - start) // PIECE
+    assert len(segment_bounds(0, BIG, 4)) == 7
+    assert segment_bounds(0, SPLIT_MIN - 1, 8) == [(0, SPLIT_MIN - 1)]
+    assert segment_bounds(0, 10 * SPLIT_MIN, 1) == [(0, 10 * SPLIT_MIN)]
 
 
 def test_a_big_tarball_comes_over_several_connections_and_verifies(
@@ -69,7 +70,7 @@ def test_a_big_tarball_comes_over_several_connections_and_verifies(
     assert files[f"images/{name_of(big_bytes)}/huge.tgz"] == big_bytes
     asked = ranges(server, "/big/huge.tgz")
     assert asked[0] == "", "the first request is a plain GET"
-    assert len(asked) == 3 and all(r.startswith("bytes=") for r in asked[1:]), asked
+    assert len(asked) == 7 and all(r.startswith("bytes=") for r in asked[1:]), asked
     assert ranges(server, "/small/one.tgz") == [""], "a small tarball takes one connection"
     assert not list((mirror.root / ".eumirror" / "partial" / "up").iterdir())
 
@@ -99,10 +100,12 @@ def test_a_segment_reset_midway_resumes_from_what_it_wrote(
     assert done.returncode == 0, done.stderr
     assert mirror.files()[f"images/{name_of(big_bytes)}/huge.tgz"] == big_bytes
     asked = ranges(server, "/big/huge.tgz")
-    assert len(asked) == 4, asked
-    first_start = int(asked[1].split("=")[1].split("-")[0])
-    resumed = [r for r in asked[3:] if r]
-    assert resumed and int(resumed[0].split("=")[1].split("-")[0]) >= first_start + (1 << 20)
+    assert len(asked) == 8, asked
+    starts = [int(r.split("=")[1].split("-")[0]) for r in asked[1:]]
+    pieces = segment_bounds(0, BIG, 4)[1:]
+    resumed = [start for start in starts if start not in {a for a, _ in pieces}]
+    assert len(resumed) == 1, asked
+    assert any(a + (1 << 20) <= resumed[0] < b for a, b in pieces), "resumed inside its piece"
     assert any(e.get("event") == "retry" for e in events(done.stderr))
 
 

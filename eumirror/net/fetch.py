@@ -96,24 +96,26 @@ class SplitSink(Sink, Protocol):
     async def drain(self) -> None: ...
 
 
-SEGMENT_MIN = 32 << 20
-"""A tarball is split only into segments of at least this much: small ones take one."""
+SPLIT_MIN = 64 << 20
+"""A tarball under this takes one connection."""
+PIECE = 16 << 20
+"""A split tarball comes in pieces of this much, taken in order by its connections: the bytes
+arrive roughly in order, so hashing them in order follows closely instead of waiting for the
+first of a few long ranges (on a real link each piece costs a round trip: not much smaller)."""
 SEGMENT_ALIGN = 1 << 20
-"""Segment boundaries: whole aligned blocks, so the first range's direct writes end clean."""
+"""Piece boundaries: whole aligned blocks, so the first range's direct writes end clean."""
 
 
 def segment_bounds(start: int, end: int, connections: int) -> list[tuple[int, int]]:
-    """[start, end) cut into at most `connections` ranges of at least SEGMENT_MIN bytes, the
-    cuts on SEGMENT_ALIGN boundaries; one range when it is too small to split."""
-    count = min(connections, (end - start) // SEGMENT_MIN)
-    if count < 2:
+    """[start, end) in pieces of about PIECE bytes, cut on SEGMENT_ALIGN boundaries; one range
+    when it is too small to split or takes one connection."""
+    if connections < 2 or end - start < SPLIT_MIN:
         return [(start, end)]
-    step = -(-(end - start) // count)
     cuts = [start]
-    for i in range(1, count):
-        cut = -(-(start + i * step) // SEGMENT_ALIGN) * SEGMENT_ALIGN
-        if cuts[-1] < cut < end:
-            cuts.append(cut)
+    cut = -(-(start + PIECE) // SEGMENT_ALIGN) * SEGMENT_ALIGN
+    while cut < end:
+        cuts.append(cut)
+        cut += PIECE
     cuts.append(end)
     return list(itertools.pairwise(cuts))
 
@@ -510,7 +512,7 @@ class Fetcher:
         if (
             connections < 2
             or not length
-            or length < 2 * SEGMENT_MIN
+            or length < SPLIT_MIN
             or not isinstance(sink, SplitSink)
             or resp.headers.get("Content-Encoding", "identity").lower() != "identity"
             or not got.if_range()
@@ -528,20 +530,24 @@ class Fetcher:
         bounds: list[tuple[int, int]],
         got: Validators,
     ) -> None:
-        """The first range from this response (hashed as it arrives), the others over their
-        own connections, each retried from what it wrote; then the rest hashed in order."""
+        """The first piece from this response (hashed as it arrives); the others taken in order
+        by the download's other connections, each retried from what it wrote, and hashed in
+        order from what was written as soon as the bytes before them are."""
         validator = got.if_range() or ""
         segments = await sink.split(bounds[1:])
         first = bounds[0][1] - bounds[0][0]
+        pieces = iter(segments)
+
+        async def connection() -> None:
+            for segment in pieces:
+                await self._with_retries(
+                    redact(url), functools.partial(self._fill, channel, url, segment, validator)
+                )
+
         try:
             async with asyncio.TaskGroup() as group:
-                for segment in segments:
-                    group.create_task(
-                        self._with_retries(
-                            redact(url),
-                            functools.partial(self._fill, channel, url, segment, validator),
-                        )
-                    )
+                for _ in range(min(self.limits.connections_per_download - 1, len(segments))):
+                    group.create_task(connection())
                 await _pump(self._stream(opened, stop=first), sink, hold_last=False)
                 await sink.drain()
                 await sink.hash_segments(segments)
