@@ -18,6 +18,7 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import io
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
 from concurrent.futures import Future
@@ -32,7 +33,8 @@ from .fs import Cancelled, FileDigest, record_fits
 
 T = TypeVar("T")
 PART = 8 << 20
-"""Multipart part size: at most two parts of a download are in memory (one uploading)."""
+"""Multipart part size: one part of a download is in memory; the download waits while it uploads
+(four downloads keep the store busy; two parts each put 4 downloads over 150 MiB, issue 14)."""
 COPY_PART = 1 << 30
 SINGLE_COPY_MAX = 5 << 30
 """S3's limit for one CopyObject; larger objects are copied part by part."""
@@ -366,9 +368,11 @@ class S3Storage:
 class Upload:
     """One tarball streaming into the bucket (a fetch Sink on the engine's loop).
 
-    Bytes are hashed as they arrive, in order; each full part is uploaded while the next one
-    fills, so at most two parts are held. Nothing becomes visible before `seal` has checked the
-    name: a small tarball is then PUT whole; a large one's multipart upload is completed.
+    Bytes are hashed as they arrive, in order, and written into the part's buffer, which is the
+    request body as it is (no join, and no copy when aiohttp reads it); a full part is uploaded
+    before more bytes are taken, so one part is held. Nothing becomes visible before `seal` has
+    checked the name: a small tarball is then PUT whole; a large one's multipart upload is
+    completed.
     """
 
     def __init__(
@@ -385,7 +389,7 @@ class Upload:
         self.etag = ""
         self.key = key
         self._hasher = NameHasher()
-        self._held: list[bytes] = []
+        self._part = io.BytesIO()
         self._held_size = 0
         self._upload_id: str | None = None
         self._parts: list[dict[str, Any]] = []
@@ -410,11 +414,12 @@ class Upload:
         else:
             self._hash(chunks)
         self.offset += size
-        self._held += chunks
+        for chunk in chunks:
+            self._part.write(chunk)
         self._held_size += size
         if self._held_size >= PART:
             await self.drain()
-            self._sending = asyncio.ensure_future(self._send_part())
+            await self._send_part()
 
     async def write_last(self, chunks: list[bytes]) -> None:
         await self.write_batch(chunks)
@@ -423,12 +428,20 @@ class Upload:
         for chunk in chunks:
             self._hasher.update(chunk)
 
-    async def _send_part(self) -> None:
-        body = b"".join(self._held)
-        self._held, self._held_size = [], 0
-        await self.store.submit(self._upload_part(body))
+    def _take_part(self) -> io.BytesIO:
+        """The part's bytes as a request body, and an empty buffer for the next part.
 
-    async def _upload_part(self, body: bytes) -> None:
+        A BytesIO that was written into owns its buffer: botocore reads it to sign it and
+        aiohttp sends it 64 KiB at a time. Bytes would be wrapped in a BytesIO by botocore,
+        and aiohttp's `getbuffer()` on that copies the whole part once more."""
+        body, self._part, self._held_size = self._part, io.BytesIO(), 0
+        body.seek(0)
+        return body
+
+    async def _send_part(self) -> None:
+        await self.store.submit(self._upload_part(self._take_part()))
+
+    async def _upload_part(self, body: io.BytesIO) -> None:
         """On the client's loop."""
         client, bucket = self.store.client, self.store.root.bucket
         if self._upload_id is None:
@@ -452,7 +465,7 @@ class Upload:
         self._abort()
         self._hasher = NameHasher()
         self.offset = 0
-        self._held, self._held_size = [], 0
+        self._part, self._held_size = io.BytesIO(), 0
 
     def current_name(self) -> str:
         return self._hasher.name()
@@ -478,8 +491,8 @@ class Upload:
     async def _complete(self, digest: FileDigest) -> str:
         """On the client's loop: PUT a small tarball whole, or finish the multipart upload."""
         client, bucket = self.store.client, self.store.root.bucket
-        body = b"".join(self._held)
-        self._held, self._held_size = [], 0
+        held = self._held_size
+        body = self._take_part()
         if self._upload_id is None:
             answer = await client.put_object(
                 Bucket=bucket,
@@ -488,7 +501,7 @@ class Upload:
                 ContentMD5=base64.b64encode(bytes.fromhex(digest.md5)).decode(),
             )
             return str(answer["ETag"])
-        if body:
+        if held:
             await self._upload_part(body)
         answer = await client.complete_multipart_upload(
             Bucket=bucket,
@@ -518,11 +531,11 @@ class Upload:
         with contextlib.suppress(Exception):
             await self.drain()
         self._abort()
-        self._held = []
+        self._part, self._held_size = io.BytesIO(), 0
 
     def discard(self) -> None:
         self._abort()
-        self._held = []
+        self._part, self._held_size = io.BytesIO(), 0
 
     def close_when_idle(self) -> None:
         sending = self._sending
