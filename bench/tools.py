@@ -36,6 +36,7 @@ class Sample:
     rc: int
     note: str = ""
     load1: float = 0.0  # the 1-minute load average just before the run (other work on the host)
+    cpu_s: float = 0.0  # user + system CPU seconds of the tree (GNU time %U + %S; 0 without it)
 
     @property
     def ok(self) -> bool:
@@ -62,7 +63,7 @@ def measure(
     rss_file = Path(str(stderr or stdout or "/tmp/bench") + ".rss")
     command = list(argv)
     if use_time:
-        command = [GNU_TIME, "-f", "%M", "-o", str(rss_file), "--", *command]
+        command = [GNU_TIME, "-f", "%U %S %M", "-o", str(rss_file), "--", *command]
     load1 = os.getloadavg()[0]
     with contextlib.ExitStack() as stack:
         out = stack.enter_context(open(stdout or os.devnull, "wb"))
@@ -87,14 +88,18 @@ def measure(
     rc = os.waitstatus_to_exitcode(status)
     proc.returncode = rc
     rss = usage.ru_maxrss
+    cpu = usage.ru_utime + usage.ru_stime
     if use_time:
         try:
-            rss = int(rss_file.read_text().split()[-1])
+            fields = rss_file.read_text().split()
+            rss = int(fields[-1])
+            cpu = float(fields[-3]) + float(fields[-2])
         except (OSError, ValueError, IndexError):
             rss = 0
         rss_file.unlink(missing_ok=True)
     killed = rc in (-signal.SIGKILL, 128 + signal.SIGKILL) and wall >= timeout
-    return Sample(wall, rss, rc, f"killed after {timeout:.0f} s" if killed else "", load1)
+    note = f"killed after {timeout:.0f} s" if killed else ""
+    return Sample(wall, rss, rc, note, load1, cpu)
 
 
 def _kill_group(pgid: int) -> None:

@@ -487,3 +487,16 @@ def test_the_state_is_rebuilt_from_the_bucket(
     assert {rel: server.requests(f"/{rel}") for rel in files} == requests
     assert any(e.get("event") == "state_rebuilt" for e in events(done.stderr)), done.stderr
     assert len(s3.assert_whole()["images"]) == 4
+
+
+def test_part_size_grows_only_past_s3s_10000_parts() -> None:
+    """5 MiB parts for every tarball that fits in 10,000 of them; a larger one (the default
+    max_image_bytes is 64 GiB, 10,000 x 5 MiB is 48.8 GiB) gets parts just large enough."""
+    from eumirror.storage.s3 import MAX_PARTS, PART, part_size
+
+    assert PART == 5 << 20
+    assert part_size(0) == part_size(256 << 20) == part_size(MAX_PARTS * PART) == PART
+    for length in (MAX_PARTS * PART + 1, 60 << 30, 64 << 30):
+        size = part_size(length)
+        assert size > PART
+        assert -(-length // size) <= MAX_PARTS

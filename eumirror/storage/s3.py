@@ -18,6 +18,7 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import io
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
 from concurrent.futures import Future
@@ -31,8 +32,12 @@ from ..net.fetch import Validators
 from .fs import Cancelled, FileDigest, record_fits
 
 T = TypeVar("T")
-PART = 8 << 20
-"""Multipart part size: at most two parts of a download are in memory (one uploading)."""
+PART = 5 << 20
+"""Multipart part size (S3's smallest): one part of a download is in memory, and the download
+waits while it uploads; four downloads keep the store busy. With 8 MiB parts, 4 downloads peaked
+at 154-163 MiB RSS, with 5 MiB at 130-133 (issue 14 asks <= 150), at the same CPU."""
+MAX_PARTS = 10_000
+"""S3's limit on parts per upload: a tarball larger than MAX_PARTS x PART gets larger parts."""
 COPY_PART = 1 << 30
 SINGLE_COPY_MAX = 5 << 30
 """S3's limit for one CopyObject; larger objects are copied part by part."""
@@ -374,9 +379,11 @@ class S3Storage:
 class Upload:
     """One tarball streaming into the bucket (a fetch Sink on the engine's loop).
 
-    Bytes are hashed as they arrive, in order; each full part is uploaded while the next one
-    fills, so at most two parts are held. Nothing becomes visible before `seal` has checked the
-    name: a small tarball is then PUT whole; a large one's multipart upload is completed.
+    Bytes are hashed as they arrive, in order, and written into the part's buffer, which is the
+    request body as it is (no join, and no copy when aiohttp reads it); a full part is uploaded
+    before more bytes are taken, so one part is held. Nothing becomes visible before `seal` has
+    checked the name: a small tarball is then PUT whole; a large one's multipart upload is
+    completed.
     """
 
     def __init__(
@@ -393,11 +400,11 @@ class Upload:
         self.etag = ""
         self.key = key
         self._hasher = NameHasher()
-        self._held: list[bytes] = []
+        self._part = io.BytesIO()
         self._held_size = 0
+        self._part_size = part_size(max_bytes)  # until the length is known
         self._upload_id: str | None = None
         self._parts: list[dict[str, Any]] = []
-        self._sending: Awaitable[None] | None = None
 
     async def open(self) -> Validators:
         return Validators()  # nothing survives a run: md5's state cannot be saved
@@ -405,6 +412,8 @@ class Upload:
     def expect(self, remaining: int, validators: Validators) -> None:
         if self.offset + remaining > self.max_bytes:
             raise too_large(self.offset + remaining, self.max_bytes)
+        if remaining > 0:
+            self._part_size = part_size(self.offset + remaining)
         if self._on_length is not None and remaining > 0:
             self._on_length(remaining)
             self._on_length = None
@@ -418,13 +427,12 @@ class Upload:
         else:
             self._hash(chunks)
         self.offset += size
-        self._held += chunks
+        for chunk in chunks:
+            self._part.write(chunk)
         self._held_size += size
-        if self._held_size >= PART:
+        if self._held_size >= self._part_size:
             await self.drain()
-            body = b"".join(self._held)  # taken now: later batches go to the next part
-            self._held, self._held_size = [], 0
-            self._sending = asyncio.ensure_future(self._send_part(body))
+            await self._send_part()
 
     async def write_last(self, chunks: list[bytes]) -> None:
         await self.write_batch(chunks)
@@ -433,10 +441,20 @@ class Upload:
         for chunk in chunks:
             self._hasher.update(chunk)
 
-    async def _send_part(self, body: bytes) -> None:
-        await self.store.submit(self._upload_part(body))
+    def _take_part(self) -> io.BytesIO:
+        """The part's bytes as a request body, and an empty buffer for the next part.
 
-    async def _upload_part(self, body: bytes) -> None:
+        A BytesIO that was written into owns its buffer: botocore reads it to sign it and
+        aiohttp sends it 64 KiB at a time. Bytes would be wrapped in a BytesIO by botocore,
+        and aiohttp's `getbuffer()` on that copies the whole part once more."""
+        body, self._part, self._held_size = self._part, io.BytesIO(), 0
+        body.seek(0)
+        return body
+
+    async def _send_part(self) -> None:
+        await self.store.submit(self._upload_part(self._take_part()))
+
+    async def _upload_part(self, body: io.BytesIO) -> None:
         """On the client's loop."""
         client, bucket = self.store.client, self.store.root.bucket
         if self._upload_id is None:
@@ -449,18 +467,15 @@ class Upload:
         self._parts.append({"ETag": answer["ETag"], "PartNumber": number})
 
     async def drain(self) -> None:
-        sending, self._sending = self._sending, None
-        if sending is not None:
-            await sending
+        """Nothing to wait for: a full part is uploaded within the write that filled it."""
+        return None
 
     async def restart(self) -> None:
         """The upstream sends the tarball from its first byte again."""
-        with contextlib.suppress(Exception):
-            await self.drain()
         self._abort()
         self._hasher = NameHasher()
         self.offset = 0
-        self._held, self._held_size = [], 0
+        self._part, self._held_size = io.BytesIO(), 0
 
     def current_name(self) -> str:
         return self._hasher.name()
@@ -486,8 +501,8 @@ class Upload:
     async def _complete(self, digest: FileDigest) -> str:
         """On the client's loop: PUT a small tarball whole, or finish the multipart upload."""
         client, bucket = self.store.client, self.store.root.bucket
-        body = b"".join(self._held)
-        self._held, self._held_size = [], 0
+        held = self._held_size
+        body = self._take_part()
         if self._upload_id is None:
             answer = await client.put_object(
                 Bucket=bucket,
@@ -496,7 +511,7 @@ class Upload:
                 ContentMD5=base64.b64encode(bytes.fromhex(digest.md5)).decode(),
             )
             return str(answer["ETag"])
-        if body:
+        if held:
             await self._upload_part(body)
         await client.complete_multipart_upload(
             Bucket=bucket,
@@ -523,25 +538,23 @@ class Upload:
         asyncio.run_coroutine_threadsafe(abort(), self.store._loop)
 
     async def keep_for_resume(self) -> None:
-        with contextlib.suppress(Exception):
-            await self.drain()
-        self._abort()
-        self._held = []
+        self.discard()  # nothing to resume from in a later run
 
     def discard(self) -> None:
         self._abort()
-        self._held = []
+        self._part, self._held_size = io.BytesIO(), 0
 
     def close_when_idle(self) -> None:
-        sending = self._sending
-        if sending is None:
-            self.discard()
-            return
-        future = asyncio.ensure_future(sending)
-        future.add_done_callback(lambda _: self.discard())
+        self.discard()
 
     def forget_meta(self) -> None:
         return None
+
+
+def part_size(length: int) -> int:
+    """The part size for a tarball of `length` bytes (or at most that): PART, or larger when
+    MAX_PARTS parts of PART would not hold it."""
+    return max(PART, -(-length // MAX_PARTS))
 
 
 def _code(exc: BaseException) -> str:
