@@ -95,7 +95,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="also run eumirror once on big files 4x larger, to check peak RSS stays flat",
     )
     p.add_argument("--out", type=Path, default=BENCH / "out" / "results.json")
-    p.add_argument("--corpus-dir", type=Path, default=BENCH / "corpus")
+    p.add_argument("--corpus-dir", type=lambda t: Path(t).resolve(), default=BENCH / "corpus")
     p.add_argument(
         "--work-dir",
         type=Path,

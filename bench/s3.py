@@ -56,7 +56,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=0, help="unmeasured rounds first (0)")
     p.add_argument("--scale", type=parse_scale, default=1.0, help="full, quick, tiny or F")
     p.add_argument("--eumirror", help="eumirror executable (default: .venv/bin, then PATH)")
-    p.add_argument("--corpus-dir", type=Path, default=BENCH / "corpus")
+    p.add_argument("--corpus-dir", type=lambda t: Path(t).resolve(), default=BENCH / "corpus")
     p.add_argument("--work-dir", type=Path, default=BENCH / "out" / "s3work")
     p.add_argument("--out", type=Path, default=BENCH / "out" / "s3.json")
     p.add_argument("--concurrency", type=int, default=4)
