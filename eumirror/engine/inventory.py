@@ -17,7 +17,7 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,15 @@ from typing import Any
 from ..core.names import is_valid_name
 from ..core.plan import Inventory
 from ..log import log
-from ..storage.fs import Cancelled, Files, Mirror, hash_file, record_of, scan_unknown
+from ..storage.fs import (
+    Cancelled,
+    Files,
+    FilesIndex,
+    Mirror,
+    hash_file,
+    record_of,
+    scan_unknown,
+)
 from .gcpause import paused_gc
 
 STALE_PARTIAL_SECONDS = 7 * 86400
@@ -34,9 +42,13 @@ STALE_DAMAGED_SECONDS = 7 * 86400
 
 @dataclass
 class Loaded:
-    """One upstream's files state after the cheap check (and a rebuild, if one was due)."""
+    """One upstream's files state after the cheap check (and a rebuild, if one was due).
 
-    files: Files
+    After a clean check against the stat index, the state itself is parsed only when something
+    asks for `files` (a rebuild, a clean-up): a sync that changes nothing never parses it.
+    """
+
+    _files: Files | None
     damaged: list[str] = field(default_factory=list)
     """Dests found damaged this time and moved aside."""
     rebuilt: bool = False
@@ -47,6 +59,30 @@ class Loaded:
     """Dests the published catalog points to, per the state."""
     missing: int = 0
     """Of those, how many are not verified on disk now (missing or damaged)."""
+    index: FilesIndex | None = None
+    """The stat index the check used, while the state is not parsed."""
+    _state: Callable[[], Files] | None = None
+
+    @property
+    def files(self) -> Files:
+        """The parsed state (parsed here on first use: call it in a thread)."""
+        if self._files is None:
+            assert self._state is not None
+            self._files = self._state()
+            self.index = None
+        return self._files
+
+    @property
+    def trusted(self) -> bool:
+        return self._files is None or self._files.trusted
+
+    def untouched(self, referenced: frozenset[str]) -> bool:
+        """Nothing to delete, nothing to save: the state was never parsed, every file it
+        records is still referenced and none waits for removal."""
+        index = self.index
+        if self._files is not None or index is None or index.removed or self.rebuilt:
+            return False
+        return referenced.issuperset(index.dests)
 
 
 def load_files(
@@ -54,12 +90,24 @@ def load_files(
 ) -> Loaded:
     """Read the upstream's files state and check every record against the disk (a dry run
     writes and moves nothing: `write` False)."""
+    dirty = mirror.state_path(upstream, "dirty").exists()
+    index = None if dirty else mirror.load_files_index(upstream)
+    if index is not None and _index_holds(mirror.root / upstream, index):
+        return Loaded(
+            None,
+            referenced=frozenset(index.extra_refs).union(
+                d for d, ref in zip(index.dests, index.referenced, strict=True) if ref
+            ),
+            missing=len(index.extra_refs),
+            index=index,
+            _state=lambda: _parse_state(mirror, upstream),
+        )
     with paused_gc():
         files = Files.from_doc(mirror.load_state(upstream, "files"))
-        dirty = mirror.state_path(upstream, "dirty").exists()
         folder = mirror.root / upstream
         kept, changed = _still_verified(f"{folder}/", files.files)
-        loaded = Loaded(files, dirty=dirty)
+        # No index (a state from before it, or a stale one): saving the state writes it.
+        loaded = Loaded(files, dirty=dirty, rebuilt=index is None and files.trusted)
         for dest, rec in changed:
             path = folder / dest
             try:
@@ -90,6 +138,33 @@ def load_files(
         loaded.referenced = frozenset(d for _, d in files.published.values() if d)
         loaded.missing = len(loaded.referenced - kept.keys())
         return loaded
+
+
+def _parse_state(mirror: Mirror, upstream: str) -> Files:
+    with paused_gc():
+        return Files.from_doc(mirror.load_state(upstream, "files"))
+
+
+def _index_holds(folder: Path, index: FilesIndex) -> bool:
+    """Every file the index records is still the one verified: a regular file of the same size
+    and mtime (one lstat each, relative to the upstream's folder). Any difference sends the sync
+    down the full check, which finds and handles it."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return not index.dests
+    try:
+        lstat, is_reg = os.lstat, stat.S_ISREG
+        for dest, size, mtime in zip(index.dests, index.sizes, index.mtimes, strict=True):
+            try:
+                st = lstat(dest, dir_fd=fd)
+            except OSError:
+                return False
+            if st.st_size != size or st.st_mtime_ns != mtime or not is_reg(st.st_mode):
+                return False
+        return True
+    finally:
+        os.close(fd)
 
 
 def _size(path: Path) -> int:

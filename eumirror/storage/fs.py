@@ -7,6 +7,7 @@ only); everything else (partial downloads, the catalog being written, state, the
 
 from __future__ import annotations
 
+import array
 import contextlib
 import ctypes
 import ctypes.util
@@ -394,8 +395,55 @@ class Mirror:
         return doc
 
     def save_state(self, upstream: str, part: str, doc: dict[str, Any]) -> None:
+        if part == "files":
+            self._save_files(upstream, doc)
+            return
         body = orjson.dumps({**doc, "format": STATE_FORMAT})
         self.write_atomic(self.state_path(upstream, part), body, mode=0o600)
+
+    # -- the files state's stat index -------------------------------------------------------
+    def index_path(self, upstream: str) -> Path:
+        return self.state_dir / f"{upstream}.files.idx"
+
+    def _save_files(self, upstream: str, doc: dict[str, Any]) -> None:
+        """The files state, then its stat index (see `FilesIndex`): the JSON stays the truth,
+        the index only lets a sync that changes nothing skip parsing it."""
+        token = os.urandom(8).hex()
+        body = orjson.dumps({"index": token, **doc, "format": STATE_FORMAT})
+        state = self.state_path(upstream, "files")
+        index = self.index_path(upstream)
+        # A crash between the two writes leaves an index whose token the JSON no longer has.
+        self.write_atomic(state, body, mode=0o600)
+        encoded = FilesIndex.encode(doc, token)
+        if encoded is None:  # a record the index cannot stand for: the JSON is checked instead
+            with contextlib.suppress(FileNotFoundError):
+                index.unlink()
+            return
+        try:
+            st = os.stat(state)
+        except OSError as exc:
+            raise storage_error(exc, state, "reading") from None
+        # Not durable: a lost index only costs one full parse.
+        self.write_atomic(index, encoded(st.st_size, st.st_mtime_ns), mode=0o600, durable=False)
+
+    def load_files_index(self, upstream: str) -> FilesIndex | None:
+        """The stat index of the files state, when it matches the state file exactly (the same
+        token at its start, size and mtime); None otherwise (the JSON is parsed instead)."""
+        try:
+            data = self.index_path(upstream).read_bytes()
+            found = FilesIndex.decode(data)
+            if found is None:
+                return None
+            state = self.state_path(upstream, "files")
+            expected = b'{"index":"' + found.token.encode() + b'"'
+            with open(state, "rb") as f:
+                st = os.fstat(f.fileno())
+                head = f.read(len(expected))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        if head != expected or [st.st_size, st.st_mtime_ns] != found.state_stat:
+            return None
+        return found
 
     def free_bytes(self) -> int:
         st = os.statvfs(self.work)
@@ -435,6 +483,125 @@ class Files:
         ) or not all(isinstance(v, int | float) for v in removed.values()):
             return cls(trusted=False)
         return cls(files, published, removed)
+
+
+_INDEX_MAGIC = b"eumirror files index 1\n"
+_INT64 = 1 << 63
+
+
+@dataclass
+class FilesIndex:
+    """What a sync that changes nothing needs of the files state, in a form cheap to read.
+
+    The state of a 100k-tarball mirror is ~25 MB of JSON: parsing it into a million objects costs
+    more than the stat check it feeds. The index holds each verified file's dest, size and mtime
+    (packed arrays), which of them the published catalog points to, the published dests with no
+    verified file, and the removal times. It is written only for a state whose every record is
+    well formed, next to the JSON and tied to it by a random token that starts the JSON, and by
+    the JSON's size and mtime; any mismatch makes the sync parse the JSON as before.
+    """
+
+    token: str
+    state_stat: list[int]
+    dests: list[str]
+    sizes: array.array[int]
+    mtimes: array.array[int]
+    referenced: bytes
+    """One byte per dest: 1 when the published catalog points to it."""
+    extra_refs: list[str]
+    """Dests the published catalog points to that have no verified record."""
+    removed: dict[str, float]
+
+    @staticmethod
+    def encode(doc: dict[str, Any], token: str) -> Any:
+        """A function of the state file's (size, mtime) giving the index bytes, or None when a
+        record does not have the shape a verified record has."""
+        files, published, removed = doc.get("files"), doc.get("published"), doc.get("removed")
+        if not (
+            isinstance(files, dict) and isinstance(published, dict) and isinstance(removed, dict)
+        ):
+            return None
+        sizes, mtimes = array.array("q"), array.array("q")
+        for dest, rec in files.items():
+            if not (
+                type(rec) is list
+                and len(rec) == 4
+                and type(dest) is str
+                and "\n" not in dest
+                and dest[:7] == "images/"
+                and dest[7:18] == f"{rec[0]}/"
+                and "/" not in dest[18:]
+                and is_valid_name(rec[0])
+                and type(rec[1]) is int
+                and type(rec[2]) is int
+                and 0 <= rec[1] < _INT64
+                and -_INT64 <= rec[2] < _INT64
+            ):
+                return None
+            sizes.append(rec[1])
+            mtimes.append(rec[2])
+        refs: set[str] = set()
+        for value in published.values():
+            if not (type(value) is list and len(value) == 2 and type(value[1]) is str):
+                return None
+            if value[1]:
+                refs.add(value[1])
+        if not all(isinstance(v, int | float) for v in removed.values()):
+            return None
+        referenced = bytes(dest in refs for dest in files)
+        extra = sorted(refs.difference(files))
+        dests = "\n".join(files).encode()
+
+        def finish(size: int, mtime_ns: int) -> bytes:
+            head = {
+                "token": token,
+                "state": [size, mtime_ns],
+                "count": len(files),
+                "dests_bytes": len(dests),
+                "extra_refs": extra,
+                "removed": removed,
+            }
+            return b"".join(
+                (
+                    _INDEX_MAGIC,
+                    orjson.dumps(head),
+                    b"\n",
+                    dests,
+                    sizes.tobytes(),
+                    mtimes.tobytes(),
+                    referenced,
+                )
+            )
+
+        return finish
+
+    @classmethod
+    def decode(cls, data: bytes) -> FilesIndex | None:
+        if not data.startswith(_INDEX_MAGIC):
+            return None
+        start = len(_INDEX_MAGIC)
+        end = data.index(b"\n", start)
+        head = orjson.loads(data[start:end])
+        count, length = int(head["count"]), int(head["dests_bytes"])
+        pos = end + 1
+        dests = data[pos : pos + length].decode().split("\n") if count else []
+        pos += length
+        sizes, mtimes = array.array("q"), array.array("q")
+        sizes.frombytes(data[pos : pos + 8 * count])
+        mtimes.frombytes(data[pos + 8 * count : pos + 16 * count])
+        referenced = data[pos + 16 * count :]
+        if not (len(dests) == len(sizes) == len(mtimes) == len(referenced) == count):
+            return None
+        return cls(
+            str(head["token"]),
+            list(head["state"]),
+            dests,
+            sizes,
+            mtimes,
+            referenced,
+            list(head["extra_refs"]),
+            dict(head["removed"]),
+        )
 
 
 def record_of(path: Path, digest: FileDigest) -> list[Any]:
