@@ -16,6 +16,7 @@ import fcntl
 import filecmp
 import itertools
 import os
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -486,7 +487,8 @@ class Files:
 
 
 _INDEX_MAGIC = b"eumirror files index 1\n"
-_INT64 = 1 << 63
+_DESTS = re.compile(r"images/[0-9]{10}/[^/\n]+(?:\nimages/[0-9]{10}/[^/\n]+)*")
+MAX_NAME = "4294967295"
 
 
 @dataclass
@@ -521,43 +523,43 @@ class FilesIndex:
             isinstance(files, dict) and isinstance(published, dict) and isinstance(removed, dict)
         ):
             return None
-        sizes, mtimes = array.array("q"), array.array("q")
-        for dest, rec in files.items():
-            if not (
-                type(rec) is list
-                and len(rec) == 4
-                and type(dest) is str
-                and "\n" not in dest
-                and dest[:7] == "images/"
-                and dest[7:18] == f"{rec[0]}/"
-                and "/" not in dest[18:]
-                and is_valid_name(rec[0])
-                and type(rec[1]) is int
-                and type(rec[2]) is int
-                and 0 <= rec[1] < _INT64
-                and -_INT64 <= rec[2] < _INT64
-            ):
-                return None
-            sizes.append(rec[1])
-            mtimes.append(rec[2])
-        refs: set[str] = set()
-        for value in published.values():
-            if not (type(value) is list and len(value) == 2 and type(value[1]) is str):
-                return None
-            if value[1]:
-                refs.add(value[1])
+        # Checked in bulk (C loops, not a Python test per record): this runs at every save.
+        recs, refs_of = list(files.values()), list(published.values())
+        if (recs and (set(map(type, recs)) != {list} or set(map(len, recs)) != {4})) or (
+            refs_of and (set(map(type, refs_of)) != {list} or set(map(len, refs_of)) != {2})
+        ):
+            return None
+        try:
+            dests = "\n".join(files)
+            names = "\n".join([r[0] for r in recs])
+            sizes = array.array("q", [r[1] for r in recs])
+            mtimes = array.array("q", [r[2] for r in recs])
+        except (TypeError, OverflowError):
+            return None
+        # Every dest is images/<its record's name>/<a file name>, every name a valid one.
+        if recs and not (
+            _DESTS.fullmatch(dests)
+            and names == "\n".join([d[7:17] for d in files])
+            and dests.count("\n") == len(recs) - 1
+            and max(names.split("\n")) <= MAX_NAME
+        ):
+            return None
+        refs = {v[1] for v in refs_of}
+        refs.discard("")
+        if not set(map(type, refs)) <= {str}:
+            return None
         if not all(isinstance(v, int | float) for v in removed.values()):
             return None
-        referenced = bytes(dest in refs for dest in files)
+        referenced = bytes(map(refs.__contains__, files))
         extra = sorted(refs.difference(files))
-        dests = "\n".join(files).encode()
+        encoded = dests.encode()
 
         def finish(size: int, mtime_ns: int) -> bytes:
             head = {
                 "token": token,
                 "state": [size, mtime_ns],
                 "count": len(files),
-                "dests_bytes": len(dests),
+                "dests_bytes": len(encoded),
                 "extra_refs": extra,
                 "removed": removed,
             }
@@ -566,7 +568,7 @@ class FilesIndex:
                     _INDEX_MAGIC,
                     orjson.dumps(head),
                     b"\n",
-                    dests,
+                    encoded,
                     sizes.tobytes(),
                     mtimes.tobytes(),
                     referenced,
