@@ -16,7 +16,7 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from typing import Any
 from ..core.plan import Inventory
 from ..log import log
 from ..storage.base import Storage
-from ..storage.fs import Cancelled, Files, Mirror
+from ..storage.fs import Cancelled, Files, FilesIndex, Mirror
 from .gcpause import paused_gc
 
 STALE_PARTIAL_SECONDS = 7 * 86400
@@ -33,9 +33,13 @@ STALE_DAMAGED_SECONDS = 7 * 86400
 
 @dataclass
 class Loaded:
-    """One upstream's files state after the cheap check (and a rebuild, if one was due)."""
+    """One upstream's files state after the cheap check (and a rebuild, if one was due).
 
-    files: Files
+    After a clean check against the stat index, the state itself is parsed only when something
+    asks for `files` (a rebuild, a clean-up): a sync that changes nothing never parses it.
+    """
+
+    _files: Files | None
     damaged: list[str] = field(default_factory=list)
     """Dests found damaged this time and moved aside."""
     rebuilt: bool = False
@@ -46,6 +50,30 @@ class Loaded:
     """Dests the published catalog points to, per the state."""
     missing: int = 0
     """Of those, how many are not verified on disk now (missing or damaged)."""
+    index: FilesIndex | None = None
+    """The stat index the check used, while the state is not parsed."""
+    _state: Callable[[], Files] | None = None
+
+    @property
+    def files(self) -> Files:
+        """The parsed state (parsed here on first use: call it in a thread)."""
+        if self._files is None:
+            assert self._state is not None
+            self._files = self._state()
+            self.index = None
+        return self._files
+
+    @property
+    def trusted(self) -> bool:
+        return self._files is None or self._files.trusted
+
+    def untouched(self, referenced: frozenset[str]) -> bool:
+        """Nothing to delete, nothing to save: the state was never parsed, every file it
+        records is still referenced and none waits for removal."""
+        index = self.index
+        if self._files is not None or index is None or index.removed or self.rebuilt:
+            return False
+        return referenced.issuperset(index.dests)
 
 
 def load_files(
@@ -57,12 +85,26 @@ def load_files(
     write: bool = True,
 ) -> Loaded:
     """Read the upstream's files state and check every record against what is published (a
-    dry run writes and moves nothing: `write` False)."""
+    dry run writes and moves nothing: `write` False). Where the storage keeps a stat index
+    (a folder), a sync whose files all match it never parses the state."""
+    dirty = mirror.state_path(upstream, "dirty").exists()
+    index = None if dirty or not storage.indexed else mirror.load_files_index(upstream)
+    if index is not None and storage.index_holds(upstream, index):
+        return Loaded(
+            None,
+            referenced=frozenset(index.extra_refs).union(
+                d for d, ref in zip(index.dests, index.referenced, strict=True) if ref
+            ),
+            missing=len(index.extra_refs),
+            index=index,
+            _state=lambda: _parse_state(mirror, upstream),
+        )
     with paused_gc():
         files = Files.from_doc(mirror.load_state(upstream, "files"))
-        dirty = mirror.state_path(upstream, "dirty").exists()
         kept, changed = storage.still_verified(upstream, files.files)
-        loaded = Loaded(files, dirty=dirty)
+        # No index (a state from before it, or a stale one): saving the state writes it.
+        rebuild_index = storage.indexed and index is None and files.trusted and not dirty
+        loaded = Loaded(files, dirty=dirty, rebuilt=rebuild_index)
         for dest, rec in changed:
             try:
                 found = (
@@ -96,6 +138,11 @@ def load_files(
         loaded.referenced = frozenset(d for _, d in files.published.values() if d)
         loaded.missing = len(loaded.referenced - kept.keys())
         return loaded
+
+
+def _parse_state(mirror: Mirror, upstream: str) -> Files:
+    with paused_gc():
+        return Files.from_doc(mirror.load_state(upstream, "files"))
 
 
 def _save_partial_rebuild(mirror: Mirror, upstream: str, files: Files) -> None:

@@ -182,6 +182,7 @@ class UpstreamRun:
         assert body is not None
         self.report.reason = reason
         self.bound.info("rebuilding", reason=reason)
+        await self.in_thread(lambda: loaded.files)  # a rebuild needs the state parsed
         await self._rebuild(body, fetched, fingerprint, fresh=fetched.body is not None)
 
     async def _fetch_catalog(self, known: Validators) -> CatalogFetch:
@@ -207,14 +208,14 @@ class UpstreamRun:
         if loading.cancelled() or loading.exception() is not None:
             return None
         # A copy: the inventory is built in a worker thread, and this run's records are its own.
-        return self.name, dict(loading.result().files.files)
+        loaded = loading.result()
+        return self.name, await self.in_thread(lambda: dict(loaded.files.files))
 
     def _published_now(self, loaded: Loaded) -> Published:
-        files = loaded.files
         stat = self.store.catalog_stat(self.name)
         return Published(
             has_catalog=catalog_matches(self.meta, *(stat if stat else (None, None))),
-            state_lost=not files.trusted,
+            state_lost=not loaded.trusted,
             complete=bool(self.meta.get("complete")),
             fingerprint=str(self.meta.get("config_fp", "")),
             dirty=loaded.dirty,
@@ -589,24 +590,26 @@ class UpstreamRun:
             kept = follow_keep(
                 mirror, self.name, self.meta, self.ctx.config.keep_generations, self.referenced
             )
-            files = self.files
-            before = len(files.files), len(files.removed)
-            report.deleted = collect_garbage(
-                self.store,
-                self.name,
-                files,
-                self.referenced | history_refs(self.meta),  # kept generations' tarballs stay
-                now=self.ctx.clock(),
-                keep_removed=self.ctx.config.keep_removed,
-            )
             loaded = self.loaded
-            if (
-                (len(files.files), len(files.removed)) != before
-                or loaded.rebuilt
-                or loaded.dirty
-                or self.publish_pending
-            ):
-                mirror.save_state(self.name, "files", files.to_doc())
+            refs = self.referenced | history_refs(self.meta)  # kept generations' tarballs stay
+            if not (loaded.untouched(refs) and not self.publish_pending):
+                files = self.files
+                before = len(files.files), len(files.removed)
+                report.deleted = collect_garbage(
+                    self.store,
+                    self.name,
+                    files,
+                    refs,
+                    now=self.ctx.clock(),
+                    keep_removed=self.ctx.config.keep_removed,
+                )
+                if (
+                    (len(files.files), len(files.removed)) != before
+                    or loaded.rebuilt
+                    or loaded.dirty
+                    or self.publish_pending
+                ):
+                    mirror.save_state(self.name, "files", files.to_doc())
             settled = True
             clean_partials(mirror, self.name, keep=self.active_partials)
         else:

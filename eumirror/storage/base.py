@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from ..core.config import Config
 from ..net.fetch import Sink, Validators
-from .fs import FileDigest, FsStorage, Mirror
+from .fs import FileDigest, FilesIndex, FsStorage, Mirror
 
 
 class Flag(Protocol):
@@ -69,6 +69,13 @@ class Placed:
 class Storage(Protocol):
     plus_encoded: bool
     """Published urls encode `+` as %2B (object stores may read a raw `+` as a space)."""
+    indexed: bool
+    """The state's stat index (`FilesIndex`) can vouch for what is published: a sync that
+    changes nothing then never parses the state."""
+
+    def index_holds(self, upstream: str, index: FilesIndex) -> bool:
+        """Every file the index records is still the one verified."""
+        ...
 
     def where(self, upstream: str, dest: str = "") -> str:
         """How people see a published path: /srv/mirror/U/images/... or s3://bucket/key."""

@@ -56,6 +56,11 @@ class S3Storage:
     the client's own."""
 
     plus_encoded = True
+    indexed = False
+    """No stat index: one listing checks every object anyway."""
+
+    def index_holds(self, upstream: str, index: Any) -> bool:
+        return False
 
     def __init__(self, root: S3Root, *, connections: int = 10) -> None:
         try:
