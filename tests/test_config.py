@@ -602,3 +602,15 @@ def test_an_s3_root_needs_a_state_dir_and_keeps_its_state_there() -> None:
 def test_s3_configuration_errors_name_the_key(text: str, key: str) -> None:
     error = error_of(text + UPSTREAM)
     assert f": {key}:" in error.message, error.message
+
+
+def test_split_downloads_configuration() -> None:
+    limits = parse(MIRROR + '[limits]\nconnections_per_download = 8\nsplit_above = "1GiB"\n').limits
+    assert (limits.connections_per_download, limits.split_above) == (8, 1 << 30)
+    assert parse(MIRROR).limits.split_above == 256 << 20
+    for bad, key in [
+        ("connections_per_download = 0", "limits.connections_per_download"),
+        ("connections_per_download = 17", "limits.connections_per_download"),
+        ('split_above = "16MiB"', "limits.split_above"),
+    ]:
+        assert f": {key}:" in error_of(MIRROR + f"[limits]\n{bad}\n").message

@@ -17,9 +17,11 @@ import pytest
 from conftest import Mirror, Upstream, events, name_of, tarball, write_config
 from faultserver import Fault, ThreadedFaultServer
 
-from eumirror.net.fetch import PIECE, SEGMENT_ALIGN, SPLIT_MIN, segment_bounds
+from eumirror.net.fetch import PIECE, SEGMENT_ALIGN, segment_bounds
 
-BIG = SPLIT_MIN + 2 * PIECE + 12345
+SPLIT_ABOVE = 64 << 20
+"""The tests split above 64 MiB (default: 256 MiB) to keep their tarballs small."""
+BIG = SPLIT_ABOVE + 2 * PIECE + 12345
 """Seven pieces (the last a small one, an unaligned end), four connections at once."""
 
 
@@ -33,7 +35,7 @@ def configure(mirror: Mirror, server: ThreadedFaultServer, connections: int) -> 
         mirror.config,
         root=mirror.root,
         upstreams={"up": f"{server.url}/catalog"},
-        limits={"connections_per_download": connections},
+        limits={"connections_per_download": connections, "split_above": "64MiB"},
     )
 
 
@@ -42,17 +44,18 @@ def ranges(server: ThreadedFaultServer, path: str) -> list[str]:
 
 
 def test_bounds_are_aligned_at_least_the_minimum_and_cover_the_range() -> None:
-    for start, end, n in [(0, BIG, 4), (5, 10 * SPLIT_MIN + 7, 8), (0, SPLIT_MIN, 16)]:
-        bounds = segment_bounds(start, end, n)
+    for start, end, n in [(0, BIG, 4), (5, 10 * SPLIT_ABOVE + 7, 8), (0, SPLIT_ABOVE + 1, 16)]:
+        bounds = segment_bounds(start, end, n, SPLIT_ABOVE)
         assert bounds[0][0] == start and bounds[-1][1] == end
         assert all(a < b for a, b in bounds)
         assert all(b1 == a2 for (_, b1), (a2, _) in itertools.pairwise(bounds))
         assert all(a % SEGMENT_ALIGN == 0 for a, _ in bounds[1:])
         assert all(b - a <= PIECE + SEGMENT_ALIGN for a, b in bounds)
         assert len(bounds) >= (end - start) // PIECE
-    assert len(segment_bounds(0, BIG, 4)) == 7
-    assert segment_bounds(0, SPLIT_MIN - 1, 8) == [(0, SPLIT_MIN - 1)]
-    assert segment_bounds(0, 10 * SPLIT_MIN, 1) == [(0, 10 * SPLIT_MIN)]
+    assert len(segment_bounds(0, BIG, 4, SPLIT_ABOVE)) == 7
+    assert segment_bounds(0, SPLIT_ABOVE, 8, SPLIT_ABOVE) == [(0, SPLIT_ABOVE)]
+    assert segment_bounds(0, 10 * SPLIT_ABOVE, 1, SPLIT_ABOVE) == [(0, 10 * SPLIT_ABOVE)]
+    assert segment_bounds(0, 256 << 20, 4, 256 << 20) == [(0, 256 << 20)], "rclone's cutoff"
 
 
 def test_a_big_tarball_comes_over_several_connections_and_verifies(
@@ -102,7 +105,7 @@ def test_a_segment_reset_midway_resumes_from_what_it_wrote(
     asked = ranges(server, "/big/huge.tgz")
     assert len(asked) == 8, asked
     starts = [int(r.split("=")[1].split("-")[0]) for r in asked[1:]]
-    pieces = segment_bounds(0, BIG, 4)[1:]
+    pieces = segment_bounds(0, BIG, 4, SPLIT_ABOVE)[1:]
     resumed = [start for start in starts if start not in {a for a, _ in pieces}]
     assert len(resumed) == 1, asked
     assert any(a + (1 << 20) <= resumed[0] < b for a, b in pieces), "resumed inside its piece"

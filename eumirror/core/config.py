@@ -64,8 +64,11 @@ class Limits:
     max_rate: int | None = None
     """Bytes per second for all downloads together; None: unlimited."""
     connections_per_download: int = 4
-    """Ranged connections one big tarball may be fetched over (each at least 32 MiB of it;
-    small tarballs always take one): a long fat link caps each TCP flow, not the sum."""
+    """Ranged connections one big tarball may be fetched over: a long fat link caps each TCP
+    flow, not the sum."""
+    split_above: int = 256 << 20
+    """Only tarballs larger than this are split (rclone's multi-thread cutoff): a split costs
+    a read-back to hash and a buffer per connection, worth it only for long transfers."""
 
 
 @dataclass(frozen=True)
@@ -438,6 +441,7 @@ class _Reader:
             "max_image_bytes",
             "max_rate",
             "connections_per_download",
+            "split_above",
         }
         t = self.table(doc, "limits", keys)
         d = Limits()
@@ -471,9 +475,12 @@ class _Reader:
             connections_per_download=self.get(
                 t, "limits", "connections_per_download", int, d.connections_per_download
             ),
+            split_above=self.get(t, "limits", "split_above", int, d.split_above, parse_size),
         )
         if not 1 <= limits.connections_per_download <= 16:
             raise self.fail("limits.connections_per_download", "must be between 1 and 16")
+        if limits.split_above < 2 * (16 << 20):
+            raise self.fail("limits.split_above", "must be at least 32MiB (two pieces)")
         for key in ("catalog_max_bytes", "connect_timeout", "low_speed_time", "max_image_bytes"):
             if getattr(limits, key) <= 0:
                 raise self.fail(f"limits.{key}", "must be more than zero")

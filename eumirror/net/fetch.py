@@ -96,8 +96,6 @@ class SplitSink(Sink, Protocol):
     async def drain(self) -> None: ...
 
 
-SPLIT_MIN = 64 << 20
-"""A tarball under this takes one connection."""
 PIECE = 16 << 20
 """A split tarball comes in pieces of this much, taken in order by its connections: the bytes
 arrive roughly in order, so hashing them in order follows closely instead of waiting for the
@@ -109,10 +107,12 @@ SEGMENT_ALIGN = 1 << 20
 """Piece boundaries: whole aligned blocks, so the first range's direct writes end clean."""
 
 
-def segment_bounds(start: int, end: int, connections: int) -> list[tuple[int, int]]:
+def segment_bounds(
+    start: int, end: int, connections: int, split_above: int = 2 * PIECE
+) -> list[tuple[int, int]]:
     """[start, end) in pieces of about PIECE bytes, cut on SEGMENT_ALIGN boundaries; one range
-    when it is too small to split or takes one connection."""
-    if connections < 2 or end - start < SPLIT_MIN:
+    when it is not above `split_above` or takes one connection."""
+    if connections < 2 or end - start <= split_above:
         return [(start, end)]
     cuts = [start]
     cut = -(-(start + PIECE) // SEGMENT_ALIGN) * SEGMENT_ALIGN
@@ -515,14 +515,16 @@ class Fetcher:
         if (
             connections < 2
             or not length
-            or length < SPLIT_MIN
+            or length <= self.limits.split_above
             or not isinstance(sink, SplitSink)
             or resp.headers.get("Content-Encoding", "identity").lower() != "identity"
             or not got.if_range()
             or (resp.status == 200 and resp.headers.get("Accept-Ranges", "").lower() != "bytes")
         ):
             return []
-        return segment_bounds(sink.offset, sink.offset + length, connections)
+        return segment_bounds(
+            sink.offset, sink.offset + length, connections, self.limits.split_above
+        )
 
     async def _segmented(
         self,
