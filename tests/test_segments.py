@@ -39,6 +39,15 @@ def configure(mirror: Mirror, server: ThreadedFaultServer, connections: int) -> 
     )
 
 
+def publish_big(
+    upstream: Upstream, mirror: Mirror, server: ThreadedFaultServer, data: bytes, connections: int
+) -> None:
+    """The upstream offers the big tarball; the mirror may split it over `connections`."""
+    upstream.add("big/huge.tgz", data)
+    upstream.write()
+    configure(mirror, server, connections)
+
+
 def ranges(server: ThreadedFaultServer, path: str) -> list[str]:
     return [r.headers.get("Range", "") for r in server.seen(path)]
 
@@ -81,9 +90,7 @@ def test_a_big_tarball_comes_over_several_connections_and_verifies(
 def test_one_connection_when_configured_so(
     upstream: Upstream, server: ThreadedFaultServer, mirror: Mirror, big_bytes: bytes
 ) -> None:
-    upstream.add("big/huge.tgz", big_bytes)
-    upstream.write()
-    configure(mirror, server, 1)
+    publish_big(upstream, mirror, server, big_bytes, 1)
 
     assert mirror.sync().returncode == 0
     assert ranges(server, "/big/huge.tgz") == [""]
@@ -92,9 +99,7 @@ def test_one_connection_when_configured_so(
 def test_a_segment_reset_midway_resumes_from_what_it_wrote(
     upstream: Upstream, server: ThreadedFaultServer, mirror: Mirror, big_bytes: bytes
 ) -> None:
-    upstream.add("big/huge.tgz", big_bytes)
-    upstream.write()
-    configure(mirror, server, 4)
+    publish_big(upstream, mirror, server, big_bytes, 4)
     # the plain GET passes, the first segment request is reset after 5 MiB
     server.set_fault("/big/huge.tgz", Fault(times=1), Fault(times=1, reset_after=5 << 20))
 
@@ -117,9 +122,7 @@ def test_a_tarball_that_changes_midway_starts_over_and_verifies(
 ) -> None:
     """A segment's If-Range fails (the server sends the whole file back): the download starts
     over from byte 0 and still publishes only verified bytes."""
-    upstream.add("big/huge.tgz", big_bytes)
-    upstream.write()
-    configure(mirror, server, 4)
+    publish_big(upstream, mirror, server, big_bytes, 4)
     server.set_fault("/big/huge.tgz", Fault(times=1), Fault(times=1, no_range=True))
 
     done = mirror.sync()
@@ -132,9 +135,7 @@ def test_a_tarball_that_changes_midway_starts_over_and_verifies(
 def test_lying_bytes_in_one_segment_fail_verification(
     upstream: Upstream, server: ThreadedFaultServer, mirror: Mirror, big_bytes: bytes
 ) -> None:
-    upstream.add("big/huge.tgz", big_bytes)
-    upstream.write()
-    configure(mirror, server, 4)
+    publish_big(upstream, mirror, server, big_bytes, 4)
     server.set_fault("/big/huge.tgz", Fault(times=1), Fault(times=1, replace_body=tarball(5, BIG)))
 
     done = mirror.sync()
@@ -147,9 +148,7 @@ def test_lying_bytes_in_one_segment_fail_verification(
 def test_a_kill_while_split_starts_over_instead_of_resuming_holes(
     upstream: Upstream, server: ThreadedFaultServer, mirror: Mirror, big_bytes: bytes
 ) -> None:
-    upstream.add("big/huge.tgz", big_bytes)
-    upstream.write()
-    configure(mirror, server, 4)
+    publish_big(upstream, mirror, server, big_bytes, 4)
     gate, arrived = threading.Event(), threading.Event()
     # the first segment's request stalls after 1 MiB: the download cannot end before the kill
     server.set_fault(

@@ -277,13 +277,19 @@ class S3Storage:
     def read_catalog(self, upstream: str) -> bytes | None:
         return self.call(self._read(self.key(upstream, "catalog")))
 
-    async def _read(self, key: str) -> bytes | None:
+    async def _get(self, key: str) -> Any:
+        """GetObject's answer, or None when there is no such object."""
         try:
-            answer = await self.client.get_object(Bucket=self.root.bucket, Key=key)
+            return await self.client.get_object(Bucket=self.root.bucket, Key=key)
         except Exception as exc:
             if _code(exc) in ("NoSuchKey", "404"):
                 return None
             raise
+
+    async def _read(self, key: str) -> bytes | None:
+        answer = await self._get(key)
+        if answer is None:
+            return None
         async with answer["Body"] as stream:
             data: bytes = await stream.read()
         return data
@@ -342,12 +348,9 @@ class S3Storage:
         return self.call(self._rehash(self.key(upstream, dest), cancelled))
 
     async def _rehash(self, key: str, cancelled: Any) -> tuple[FileDigest, list[Any]] | None:
-        try:
-            answer = await self.client.get_object(Bucket=self.root.bucket, Key=key)
-        except Exception as exc:
-            if _code(exc) in ("NoSuchKey", "404"):
-                return None
-            raise
+        answer = await self._get(key)
+        if answer is None:
+            return None
         hasher = NameHasher()
         loop = asyncio.get_running_loop()
         async with answer["Body"] as stream:
@@ -375,10 +378,6 @@ class S3Storage:
 
     def delete(self, upstream: str, dest: str) -> None:
         self.call(self.client.delete_object(Bucket=self.root.bucket, Key=self.key(upstream, dest)))
-
-    def delete_prefix_object(self, key: str) -> None:
-        """Delete one object by its full key (verify's clean-up of stray objects)."""
-        self.call(self.client.delete_object(Bucket=self.root.bucket, Key=key))
 
 
 class Upload:
