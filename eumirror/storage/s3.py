@@ -528,16 +528,17 @@ class Upload:
 
     def _abort(self) -> None:
         """Throw away what was uploaded; it was never visible. Best effort: a failed abort is
-        cleaned up by the next run (`prepare_upstream`)."""
-        upload_id, self._upload_id = self._upload_id, None
-        self._parts = []
-        if upload_id is None:
-            return
-        client, bucket, key = self.store.client, self.store.root.bucket, self.key
+        cleaned up when the next run starts (`check`). The upload's id and parts are read and
+        cleared on the client's loop, the only thread that writes them."""
 
         async def abort() -> None:
+            upload_id, self._upload_id = self._upload_id, None
+            self._parts = []
+            if upload_id is None:
+                return
+            client, bucket = self.store.client, self.store.root.bucket
             with contextlib.suppress(Exception):
-                await client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+                await client.abort_multipart_upload(Bucket=bucket, Key=self.key, UploadId=upload_id)
 
         asyncio.run_coroutine_threadsafe(abort(), self.store._loop)
 
