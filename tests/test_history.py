@@ -306,6 +306,21 @@ def test_stored_generation_renders_under_any_public_url() -> None:
     assert gen.names_of(gen.dests_of(back_rows)) == {"0000000001"}
 
 
+@pytest.mark.parametrize("count", [0, 1, 1000, 2500])
+def test_generation_bytes_are_one_orjson_document(count: int) -> None:
+    """Encoded in slices (the GIL is let go between them), a generation is still byte for byte
+    the one document it always was: kept generations keep their digests."""
+    import orjson
+
+    top = {"version": "v", "images": [], "x": [1]}
+    rows: list[gen.Row] = [
+        ({"name": f"{i:010d}", "é": i}, f"images/{i:010d}/f") for i in range(count)
+    ]
+    body = gen.encode(top, rows)
+    assert body == orjson.dumps([top, [[f, d] for f, d in rows]])
+    assert gen.decode(body) == (top, rows)
+
+
 def test_pinned_generation_never_publishes_a_damaged_tarball(
     upstream: Upstream, mirror: Mirror
 ) -> None:

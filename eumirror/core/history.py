@@ -17,6 +17,8 @@ import orjson
 from .plan import Action, Outcome, Plan
 from .policy import dest_to_url
 
+_ROWS_PER_CALL = 1000
+
 Row = tuple[Mapping[str, Any], str]
 """An image's fields (its url as upstream or a previous catalog wrote it) and its dest ("" when
 the entry was kept without a known file: its url is published as is)."""
@@ -44,10 +46,17 @@ def generation_rows(plan: Plan, ready: Iterable[str], outcome: Outcome) -> list[
 def encode(top: Mapping[str, Any], rows: Sequence[Row]) -> bytes:
     """The generation's stored form: `[top without the image list, [[fields, dest], ...]]`."""
     head = {k: ([] if k == "images" else v) for k, v in top.items()}
-    doc = [head, [[fields, dest] for fields, dest in rows]]
+    pairs = [[fields, dest] for fields, dest in rows]
     try:
-        return orjson.dumps(doc)
+        # orjson.dumps(doc)'s bytes, made a thousand rows a call: one call for 100k rows would
+        # hold the GIL (and stall the status endpoint) for a tenth of a second or more.
+        parts = [
+            orjson.dumps(pairs[i : i + _ROWS_PER_CALL])[1:-1]
+            for i in range(0, len(pairs), _ROWS_PER_CALL)
+        ]
+        return b"".join((b"[", orjson.dumps(head), b",[", b",".join(parts), b"]]"))
     except TypeError:  # an integer beyond 64 bits: the standard library takes it
+        doc = [head, pairs]
         return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
 
 

@@ -28,6 +28,7 @@ import orjson
 
 from ..core.errors import LockHeld, StorageError
 from ..core.names import CHUNK, NameHasher, is_valid_name
+from .statefile import dumps_chunked, loads_chunked
 
 STATE_FORMAT = 1
 _SCRATCH = itertools.count()
@@ -390,7 +391,7 @@ class Mirror:
     def load_state(self, upstream: str, part: str) -> dict[str, Any] | None:
         """A state document, or None when missing, corrupt or of another format version."""
         try:
-            doc = orjson.loads(self.state_path(upstream, part).read_bytes())
+            doc = loads_chunked(self.state_path(upstream, part).read_bytes())
         except (OSError, ValueError):
             return None
         if not isinstance(doc, dict) or doc.get("format") != STATE_FORMAT:
@@ -412,7 +413,7 @@ class Mirror:
         """The files state, then its stat index (see `FilesIndex`): the JSON stays the truth,
         the index only lets a sync that changes nothing skip parsing it."""
         token = os.urandom(8).hex()
-        body = orjson.dumps({"index": token, **doc, "format": STATE_FORMAT})
+        body = dumps_chunked({"index": token, **doc, "format": STATE_FORMAT})
         state = self.state_path(upstream, "files")
         index = self.index_path(upstream)
         # A crash between the two writes leaves an index whose token the JSON no longer has.

@@ -1,0 +1,54 @@
+"""The files state's chunked layout: one valid JSON document, read back a line at a time."""
+
+from __future__ import annotations
+
+import json
+
+import orjson
+import pytest
+
+from eumirror.storage.statefile import RECORDS_PER_LINE, dumps_chunked, loads_chunked
+
+
+def state(n: int) -> dict[str, object]:
+    files = {f"images/{i:010d}/f{i}.tgz": [f"{i:010d}", i, 10**18 + i, "ab" * 16] for i in range(n)}
+    published = {f"http://u/é{i}": [f"images/{i:010d}/f{i}.tgz"] * 2 for i in range(n)}
+    return {"index": "t0k", "files": files, "published": published, "removed": {}, "format": 1}
+
+
+@pytest.mark.parametrize("n", [0, 1, RECORDS_PER_LINE, RECORDS_PER_LINE + 1, 2500])
+def test_round_trip_is_one_json_document(n: int) -> None:
+    doc = state(n)
+    data = dumps_chunked(doc)
+    assert loads_chunked(data) == doc
+    assert orjson.loads(data) == doc  # any JSON reader (jq too) reads the same document
+    assert json.loads(data) == doc
+    assert data.startswith(b'{"index":"t0k"')  # the stat index ties itself to this prefix
+
+
+def test_records_are_spread_over_lines() -> None:
+    data = dumps_chunked(state(2500))
+    lines = data.split(b"\n")
+    # head, then per map: header, its lines, "}", then the closing "}" and the final newline
+    assert len(lines) == 1 + (1 + 3 + 1) * 2 + (1 + 1 + 1) + 2
+    assert max(line.count(b'"images/') for line in lines) <= 2 * RECORDS_PER_LINE
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        orjson.dumps(state(3)),  # a state written before the chunked layout
+        json.dumps(state(3), indent=2).encode() + b"\n",  # pretty-printed by hand
+        b'{"index":"x"\n,"files":{\n"a":1\n}\n}\n'.replace(b'"a":1', b'"a":1,"b":2'),
+    ],
+)
+def test_other_layouts_are_read_whole(data: bytes) -> None:
+    assert loads_chunked(data) == orjson.loads(data)
+
+
+def test_a_layout_lookalike_that_is_not_json_is_refused() -> None:
+    good = dumps_chunked(state(3))
+    with pytest.raises(ValueError):
+        loads_chunked(good.replace(b'"images/0000000001', b'images/0000000001', 1))
+    with pytest.raises(ValueError):
+        loads_chunked(good[:-3])  # cut off
