@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import os
 import re
 import signal
 import sys
@@ -159,6 +161,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.exit_code)
     except KeyboardInterrupt:
         return 128 + signal.SIGINT
+
+
+def run() -> NoReturn:
+    """The console script: `main`, then exit at once. The work is done and flushed by then;
+    tearing the interpreter down (freeing a 100k-image run's objects one by one, joining idle
+    threads) would add 0.15 s to every `sync --once` of a large mirror, a tenth of a no-op's."""
+    try:
+        code = main()
+    except SystemExit as exc:  # argparse's usage errors and --help
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+        if exc.code is not None and not isinstance(exc.code, int):
+            print(exc.code, file=sys.stderr)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed or broken pipe
+            stream.flush()
+    os._exit(code)
 
 
 def selected(config: Config, names: Sequence[str]) -> tuple[str, ...]:

@@ -23,6 +23,7 @@ from conftest import (
 from faultserver import ThreadedFaultServer
 
 from eumirror import __version__
+from eumirror.cli import build_parser
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -359,3 +360,23 @@ def test_configuration_without_upstreams_is_exit_2(tmp_path: Path) -> None:
         assert done.returncode == 2, (command, done.stderr)
         lines = human_lines(done.stderr)
         assert len(lines) == 1 and "no [[upstream]]" in lines[0] and str(config) in lines[0]
+
+
+def test_the_console_script_flushes_its_output_and_keeps_its_exit_code(tmp_path: Path) -> None:
+    """The installed `eumirror` (cli.run) skips interpreter teardown: everything written to a
+    pipe must still arrive, and each outcome keeps its exit code."""
+    script = Path(sys.executable).parent / "eumirror"
+    assert "run()" in script.read_text() or "cli import run" in script.read_text()
+    helped = subprocess.run([str(script), "--help"], capture_output=True, text=True)
+    assert helped.returncode == 0, helped.stderr
+    # argparse writes help to a block-buffered pipe without flushing: all of it must arrive
+    top, _ = build_parser()
+    assert helped.stdout.rstrip().endswith(top.format_help().rstrip()[-200:])
+    usage = subprocess.run([str(script), "bogus"], capture_output=True, text=True)
+    assert usage.returncode == 2 and "unknown command 'bogus'" in usage.stderr
+    missing = subprocess.run(
+        [str(script), "--config", str(tmp_path / "none.toml"), "sync", "--once"],
+        capture_output=True,
+        text=True,
+    )
+    assert missing.returncode == 2 and missing.stderr.count("\n") >= 1, missing.stderr
