@@ -4,9 +4,11 @@
     python3 bench/s3.py [--corpus big|small|all] [--runs 3] [--scale full|quick|tiny|F]
                         [--eumirror PATH] [--corpus-dir DIR] [--out bench/out/s3.json]
 
-Starts its own one-node RGW (tests/rgwcluster.py), uses a fresh bucket for every run and empties
-it afterwards (objects purged and RGW's garbage collected, so memstore never fills). Prints one
-line per run, a table per corpus and issue 14's targets, judged run by run. See bench/README.md.
+Starts its own one-node RGW (tests/rgwcluster.py), or with --rgw-dir uses one already running
+(`python3 tests/rgwcluster.py start DIR`; the tests pass their session's), uses a fresh bucket
+for every run and empties it afterwards (objects purged and RGW's garbage collected, so memstore
+never fills). Prints one line per run, a table per corpus and issue 14's targets, judged run by
+run. See bench/README.md.
 """
 
 from __future__ import annotations
@@ -69,6 +71,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="contenders (" + ", ".join(CONTENDERS) + ")",
     )
     p.add_argument("--no-rclone-copy", action="store_true", help="skip the unverified rclone row")
+    p.add_argument(
+        "--rgw-dir",
+        type=lambda t: Path(t).resolve(),
+        help="use the RGW running under DIR (tests/rgwcluster.py start DIR) and leave it running,"
+        " instead of booting (and stopping) one of our own",
+    )
     args = p.parse_args(argv)
     if args.runs < 1 or args.warmup < 0:
         p.error("--runs must be >= 1 and --warmup >= 0")
@@ -386,7 +394,8 @@ def main(argv: list[str] | None = None) -> int:
             "concurrency": args.concurrency,
             "eumirror": eumirror,
             "rss_method": rss_method(),
-            "memstore_bytes": rgwcluster.MEMSTORE_BYTES,
+            "memstore_bytes": rgwcluster.MEMSTORE_BYTES if args.rgw_dir is None else None,
+            "rgw_dir": None if args.rgw_dir is None else str(args.rgw_dir),
         },
         "environment": environment(eumirror, nginx_bin),
         "corpora": {},
@@ -394,9 +403,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.scale != 1.0:
         say(f"NOTE: scale {args.scale}: corpora are not the issue's sizes; targets are indicative")
     began = time.monotonic()
-    say("starting a one-node Ceph RGW ...")
-    cluster = rgwcluster.start(rgw_dir)
-    say(f"RGW at {cluster.endpoint} (booted in {cluster.boot_seconds:.1f} s)")
+    if args.rgw_dir is not None:
+        cluster = rgwcluster.load(args.rgw_dir)
+        say(f"RGW at {cluster.endpoint} (already running, from {args.rgw_dir})")
+    else:
+        say("starting a one-node Ceph RGW ...")
+        cluster = rgwcluster.start(rgw_dir)
+        say(f"RGW at {cluster.endpoint} (booted in {cluster.boot_seconds:.1f} s)")
     try:
         runner = Runner(args, eumirror, work, Bucket(cluster))
         for kind, corpus in corpora.items():
@@ -406,7 +419,8 @@ def main(argv: list[str] | None = None) -> int:
             results["corpora"][kind] = res
             say("\n" + table(kind, res))
     finally:
-        rgwcluster.stop(rgw_dir)
+        if args.rgw_dir is None:
+            rgwcluster.stop(rgw_dir)
     results["elapsed_s"] = round(time.monotonic() - began, 1)
     results["targets"] = targets(results["corpora"])
     say("\n== targets (issue 14; a target passes only when every run meets it)")

@@ -195,3 +195,55 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=int(os.environ.get("EUMIRROR_CRASH_ITERATIONS", "8")),
         help="SIGKILLs in the crash-consistency test (CI: 8; the slow run: 100)",
     )
+
+
+RGW_MODULES = frozenset(
+    {
+        "tests/test_s3.py",
+        "tests/test_rgwcluster.py",
+        "tests/test_bench_s3.py",
+        "tests/test_bench_s3client.py",
+    }
+)
+"""The modules whose tests run on the session's Ceph RGW (and tests/test_storage_contract.py's
+`bucket` cases)."""
+
+
+def on_rgw(nodeid: str) -> bool:
+    """Whether the test NODEID runs on the session's Ceph RGW."""
+    path, _, rest = nodeid.partition("::")
+    if path in RGW_MODULES:
+        return True
+    return path == "tests/test_storage_contract.py" and "[bucket" in rest
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`--dist loadgroup` (pyproject.toml) with every test on the RGW in one group: they run in
+    one xdist worker, so one Ceph cluster boots (~20 s of both cores) instead of one per worker.
+    The group is chosen by node id here because xdist 3.8 cannot read `xdist_group` marks under
+    pytest 9.2 (it renames `item._nodeid`, which pytest no longer reads); as the largest group it
+    is also sent out first."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    class RGWGroupScheduling(LoadGroupScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "rgw" if on_rgw(nodeid) else super()._split_scope(nodeid)
+
+    return RGWGroupScheduling(config, log)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Fail the collection when a test uses `rgw` outside RGW_MODULES: under xdist it would boot
+    one more cluster in another worker."""
+    loose = [
+        item.nodeid
+        for item in items
+        if "rgw" in getattr(item, "fixturenames", ()) and not on_rgw(item.nodeid)
+    ]
+    if loose:
+        raise pytest.UsageError(
+            "tests using `rgw` outside tests/conftest.py's RGW_MODULES: " + ", ".join(loose)
+        )

@@ -1,6 +1,9 @@
 """The `rgw` fixture: one real Ceph RGW per test session (tests/rgwcluster.py), shared by S3 tests.
 
-Only tests that ask for `rgw` (or `bucket`) pay the ~17 s boot. Where the cluster cannot start
+Only tests that ask for `rgw` (or `bucket`) pay the ~17 s boot. The boot and the stop go through
+the script's command line (`rgwcluster.py start DIR` / `stop DIR`), so the session's one cluster
+also tests them: `RGW.started` keeps what `start` printed (tests/test_rgwcluster.py checks it),
+and a `stop` that fails or leaves a daemon running errors the run. Where the cluster cannot start
 (no Ceph packages and not root) the tests skip with the reason, except under CI=true, where they
 fail: CI installs the packages and must never skip the S3 tests.
 """
@@ -8,7 +11,10 @@ fail: CI installs the packages and must never skip the S3 tests.
 from __future__ import annotations
 
 import itertools
+import json
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -37,7 +43,10 @@ class RGW:
     """A running cluster: endpoint, keys, S3 clients, fresh buckets and radosgw stop/restart."""
 
     cluster: rgwcluster.Cluster
+    started: dict[str, Any] = field(default_factory=dict)
+    """What `rgwcluster.py start DIR` printed (the cluster as it was booted)."""
     _serial: Iterator[int] = field(default_factory=itertools.count)
+    _session: Any = None
 
     @property
     def endpoint(self) -> str:
@@ -69,9 +78,16 @@ class RGW:
         }
 
     def client(self, **overrides: Any) -> Any:
-        """A synchronous botocore S3 client, path-style, for set-up and assertions in tests."""
+        """A synchronous botocore S3 client, path-style, for set-up and assertions in tests.
+
+        A new client each call (its own connections: none left over from a stopped radosgw),
+        from one botocore session: a new session reloads botocore's service models, ~0.2 s a
+        client, and the S3 tests make hundreds."""
         import botocore.config
         import botocore.session
+
+        if self._session is None:
+            self._session = botocore.session.get_session()
 
         kwargs: dict[str, Any] = {
             "endpoint_url": self.endpoint,
@@ -86,7 +102,7 @@ class RGW:
             ),
         }
         kwargs.update(overrides)
-        return botocore.session.get_session().create_client("s3", **kwargs)
+        return self._session.create_client("s3", **kwargs)
 
     def bucket(self, prefix: str = "t") -> str:
         """Create a bucket no other test uses and return its name."""
@@ -111,14 +127,35 @@ def rgw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RGW]:
     except ImportError:
         unavailable("botocore is not installed (pip install -e '.[dev]' brings eumirror[s3])")
     folder: Path = tmp_path_factory.mktemp("rgw")
+    script = rgwcluster.__file__
     try:
-        cluster = rgwcluster.start(folder)
-    except (rgwcluster.ClusterError, OSError) as e:
+        boot = subprocess.run(
+            [sys.executable, script, "start", str(folder)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
         unavailable(f"the Ceph RGW cluster did not start: {e}")
+    if boot.returncode != 0:
+        unavailable(f"the Ceph RGW cluster did not start: {boot.stderr.strip()}")
+    cluster = rgwcluster.load(folder)
     try:
-        yield RGW(cluster)
+        yield RGW(cluster, started=json.loads(boot.stdout))
     finally:
-        rgwcluster.stop(folder)
+        pids = rgwcluster.load(folder).pids  # radosgw may have been restarted (a new pid)
+        stop = subprocess.run(
+            [sys.executable, script, "stop", str(folder)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        running = [pid for pid in pids.values() if rgwcluster.alive(pid)]
+        assert stop.returncode == 0, f"rgwcluster.py stop {folder}: {stop.stderr}"
+        assert not running, f"rgwcluster.py stop left pids {running} running"
+        assert not (folder / "rgw.json").exists(), "rgwcluster.py stop left rgw.json"
 
 
 @pytest.fixture

@@ -138,6 +138,11 @@ def downloaded(stderr: str) -> int:
 def test_sync_publishes_into_the_bucket_and_a_second_sync_downloads_nothing(
     s3: S3Mirror, upstream: Upstream, server: ThreadedFaultServer
 ) -> None:
+    """The first sync publishes the catalog and every tarball; then, with a bucket policy
+    allowing anonymous GetObject, a plain HTTP client set to
+    EUSTORE_URL=http://RGW/bucket/prefix/U/ gets the catalog and every tarball (the `+` name
+    included: published as %2B, which RGW reads as a plus); a second sync downloads nothing.
+    (One test: the anonymous reads need exactly this first sync, and a sync costs seconds.)"""
     files = sample(upstream)
 
     done = s3.sync()
@@ -156,6 +161,8 @@ def test_sync_publishes_into_the_bucket_and_a_second_sync_downloads_nothing(
     assert not (s3.state / ".eumirror").exists()
     before = {rel: server.requests(f"/{rel}") for rel in files}
 
+    _anonymous_reads_like_an_eustore_client(s3, files)
+
     again = s3.sync()
 
     assert again.returncode == 0, again.stderr
@@ -163,14 +170,7 @@ def test_sync_publishes_into_the_bucket_and_a_second_sync_downloads_nothing(
     assert downloaded(again.stderr) == 0
 
 
-def test_anonymous_reads_straight_from_rgw_like_an_eustore_client(
-    s3: S3Mirror, upstream: Upstream
-) -> None:
-    """With a bucket policy allowing anonymous GetObject, a plain HTTP client set to
-    EUSTORE_URL=http://RGW/bucket/prefix/U/ gets the catalog and every tarball (the `+` name
-    included: published as %2B, which RGW reads as a plus)."""
-    files = sample(upstream)
-    assert s3.sync().returncode == 0
+def _anonymous_reads_like_an_eustore_client(s3: S3Mirror, files: dict[str, bytes]) -> None:
     policy = {
         "Version": "2012-10-17",
         "Statement": [

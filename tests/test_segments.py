@@ -150,11 +150,10 @@ def test_a_kill_while_split_starts_over_instead_of_resuming_holes(
 ) -> None:
     publish_big(upstream, mirror, server, big_bytes, 4)
     gate, arrived = threading.Event(), threading.Event()
-    # the first segment's request stalls after 1 MiB: the download cannot end before the kill
+    # every segment's request stalls after 1 MiB: the four connections are all held, so the
+    # download can neither end nor send a fifth request before the kill
     server.set_fault(
-        "/big/huge.tgz",
-        Fault(times=1),
-        Fault(times=1, gate=gate, gate_after=1 << 20, on_request=arrived),
+        "/big/huge.tgz", Fault(times=4, gate=gate, gate_after=1 << 20, on_request=arrived)
     )
     proc = subprocess.Popen(
         [sys.executable, "-m", "eumirror", "sync", "--once", "--config", str(mirror.config)],
@@ -163,6 +162,10 @@ def test_a_kill_while_split_starts_over_instead_of_resuming_holes(
     )
     try:
         assert arrived.wait(60)
+        # all four seen before the kill: none of the killed run's requests is counted after it
+        # (a request still in the server's backlog at the kill was, under load, read as the
+        # next run's first)
+        server.wait_for_requests("/big/huge.tgz", 4, timeout=60)
         partial = mirror.root / ".eumirror" / "partial" / "up"
         metas = _wait_for(lambda: list(partial.glob("*.json")))
         assert json.loads(metas[0].read_text()).get("split") is True
@@ -174,6 +177,7 @@ def test_a_kill_while_split_starts_over_instead_of_resuming_holes(
             proc.kill()
             proc.wait(60)
     before = len(server.seen("/big/huge.tgz"))
+    assert before == 4, ranges(server, "/big/huge.tgz")
 
     done = mirror.sync()
 
