@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote
 
 import pytest
@@ -538,3 +539,39 @@ def test_a_full_disk_is_one_summary_line_with_a_count(
     lines = human_lines(done.stderr)
     assert len(lines) == 1, lines
     assert "6 images failed" in lines[0] and "not enough space" in lines[0]
+
+
+async def test_verified_downloads_are_placed_in_batches_as_they_come(
+    tmp_path: Path, upstream: Upstream, server: ThreadedFaultServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first sync places what verified every PLACE_EVERY downloads (not all at the end, which
+    kept 100k downloads' objects alive), and everything still ends up published and verified."""
+    from eumirror.commands.once import run_sync
+    from eumirror.core.config import load_config
+    from eumirror.engine import run as run_module
+    from eumirror.storage.fs import FsStorage
+    from eumirror.storage.fs import Mirror as DiskMirror
+
+    for i in range(5):
+        upstream.add(f"a/t{i}.tgz", tarball(i))
+    upstream.write()
+    config = load_config(
+        write_config(
+            tmp_path / "c.toml", root=tmp_path / "m", upstreams={"up": f"{server.url}/catalog"}
+        )
+    )
+    batches: list[int] = []
+    real_place = FsStorage.place
+
+    def counted(self: FsStorage, name: str, fetched: Any) -> Any:
+        batches.append(len(fetched))
+        return real_place(self, name, fetched)
+
+    monkeypatch.setattr(run_module, "PLACE_EVERY", 2)
+    monkeypatch.setattr(FsStorage, "place", counted)
+    disk = DiskMirror(config.root)
+    disk.prepare()
+    report = await run_sync(config, disk)
+    assert report.ok
+    assert batches == [2, 2, 1]
+    assert_published_verifies(Mirror(config.root, config.path))

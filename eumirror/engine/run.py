@@ -59,6 +59,8 @@ from .report import UpstreamReport, add_totals
 
 T = TypeVar("T")
 MANY = 3
+PLACE_EVERY = 1000
+"""Verified downloads placed (one flush, then their renames) in batches of this many."""
 """Failures of one kind (no space, ...) at least this many are summed up in one line."""
 
 
@@ -419,6 +421,16 @@ class UpstreamRun:
             self.kept_partials = await self.in_thread(self._prepare)
         ctx.progress.files_total += len(downloads)
         fetched: list[Fetched] = []
+        placing = asyncio.Lock()
+
+        async def place(batch: list[Fetched]) -> None:
+            async with placing:  # one batch at a time: each is one flush, then its renames
+                placed, refused = await self.in_thread(self._place, batch)
+            ready.update(placed)
+            for item, error in refused:  # the budget and progress belong to the loop
+                item.download.discard()
+                self._image_failed(item.step, error)
+
         # A few workers draw from one iterator instead of one task per tarball: 100k tasks
         # created at once held the event loop (and the status endpoint) for seconds.
         steps = iter(downloads.values())
@@ -427,16 +439,19 @@ class UpstreamRun:
             for step in steps:
                 if (done := await self._download(step)) is not None:
                     fetched.append(done)
+                    if len(fetched) >= PLACE_EVERY:
+                        # Placed as they come, a thousand at a time: holding every verified
+                        # download until the end kept 100k of them (and their buffers'
+                        # bookkeeping) alive, and each full GC pass walked them all.
+                        batch = fetched[:]
+                        fetched.clear()
+                        await place(batch)
 
         async with asyncio.TaskGroup() as group:
             for _ in range(min(len(downloads), ctx.config.concurrency * 4)):
                 group.create_task(worker())
         if fetched:
-            placed, refused = await self.in_thread(self._place, fetched)
-            ready |= placed
-            for item, error in refused:  # the budget and progress belong to the loop
-                item.download.discard()
-                self._image_failed(item.step, error)
+            await place(fetched)
         inventory = await ctx.inventory() if links else None
         for step in links:
             mine = step.link_from.startswith(f"{self.name}/")

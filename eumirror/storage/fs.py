@@ -28,7 +28,7 @@ import orjson
 
 from ..core.errors import LockHeld, StorageError
 from ..core.names import CHUNK, NameHasher, is_valid_name
-from .statefile import dumps_chunked, loads_chunked
+from .statefile import iter_chunked, loads_chunked
 
 STATE_FORMAT = 1
 _SCRATCH = itertools.count()
@@ -413,7 +413,7 @@ class Mirror:
         """The files state, then its stat index (see `FilesIndex`): the JSON stays the truth,
         the index only lets a sync that changes nothing skip parsing it."""
         token = os.urandom(8).hex()
-        body = dumps_chunked({"index": token, **doc, "format": STATE_FORMAT})
+        body = iter_chunked({"index": token, **doc, "format": STATE_FORMAT})
         state = self.state_path(upstream, "files")
         index = self.index_path(upstream)
         # A crash between the two writes leaves an index whose token the JSON no longer has.

@@ -12,6 +12,7 @@ it, an edited file) is parsed whole, as before.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -21,22 +22,26 @@ RECORDS_PER_LINE = 1000
 
 
 def dumps_chunked(doc: dict[str, Any]) -> bytes:
-    """`doc` as JSON: its scalar members on the first line (in order), then each map member,
-    RECORDS_PER_LINE entries a line."""
+    return b"".join(iter_chunked(doc))
+
+
+def iter_chunked(doc: dict[str, Any]) -> Iterator[bytes]:
+    """`doc` as JSON, piece by piece (a writer streams it: no second copy of 25 MB): its scalar
+    members on the first line (in order), then each map member, RECORDS_PER_LINE entries a
+    line."""
     head = {k: v for k, v in doc.items() if not isinstance(v, dict)}
-    out = [orjson.dumps(head)[:-1]]
+    yield orjson.dumps(head)[:-1]
     for key, value in doc.items():
         if not isinstance(value, dict):
             continue
-        out.append(b"\n," + orjson.dumps(key) + b":{\n")
+        yield b"\n," + orjson.dumps(key) + b":{\n"
         items = iter(value.items())
-        lines = []
+        separator = b""
         while chunk := dict(itertools.islice(items, RECORDS_PER_LINE)):
-            lines.append(orjson.dumps(chunk)[1:-1])
-        out.append(b",\n".join(lines))
-        out.append(b"\n}")
-    out.append(b"\n}\n")
-    return b"".join(out)
+            yield separator + orjson.dumps(chunk)[1:-1]
+            separator = b",\n"
+        yield b"\n}"
+    yield b"\n}\n"
 
 
 def loads_chunked(data: bytes) -> Any:
@@ -49,30 +54,36 @@ def loads_chunked(data: bytes) -> Any:
     return orjson.loads(data) if found is None else found
 
 
+def _lines(data: bytes, stop: int) -> Iterator[bytes]:
+    """The lines of `data[:stop]`, one copy at a time (split() would copy all 25 MB at once)."""
+    start = 0
+    while (end := data.find(b"\n", start, stop)) >= 0:
+        yield data[start:end]
+        start = end + 1
+    yield data[start:stop]
+
+
 def _by_lines(data: bytes) -> dict[str, Any] | None:
-    lines = data.split(b"\n")
-    if len(lines) < 3 or lines[-2:] != [b"}", b""] or not lines[0].startswith(b"{"):
+    if not (data.startswith(b"{") and data.endswith(b"\n}\n")):
         return None
-    doc = orjson.loads(lines[0] + b"}")
+    lines = _lines(data, len(data) - 3)  # the closing "}" is checked above
+    doc = orjson.loads(next(lines) + b"}")
     if not isinstance(doc, dict):
         return None
-    loads, end, i = orjson.loads, len(lines) - 2, 1
-    while i < end:
-        header = lines[i]
+    loads = orjson.loads
+    for header in lines:
         if not (header.startswith(b',"') and header.endswith(b'":{')):
             return None
         key = loads(header[1:-2])
-        i += 1
         section: dict[str, Any] = {}
-        while lines[i] != b"}":
-            line = lines[i]
-            if line.endswith(b","):
-                line = line[:-1]
-            part = loads(b"{" + line + b"}")
+        for line in lines:
+            if line == b"}":
+                break
+            part = loads(b"{" + (line[:-1] if line.endswith(b",") else line) + b"}")
             if not isinstance(part, dict):
                 return None
             section.update(part)
-            i += 1
+        else:
+            return None  # a section without its closing line
         doc[key] = section
-        i += 1
-    return doc if i == end else None
+    return doc
