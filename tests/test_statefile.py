@@ -49,6 +49,6 @@ def test_other_layouts_are_read_whole(data: bytes) -> None:
 def test_a_layout_lookalike_that_is_not_json_is_refused() -> None:
     good = dumps_chunked(state(3))
     with pytest.raises(ValueError):
-        loads_chunked(good.replace(b'"images/0000000001', b'images/0000000001', 1))
+        loads_chunked(good.replace(b'"images/0000000001', b"images/0000000001", 1))
     with pytest.raises(ValueError):
         loads_chunked(good[:-3])  # cut off

@@ -52,7 +52,7 @@ from ..net.messages import MAX_LINE, shorten
 from ..storage.base import Download, DownloadOptions
 from ..storage.fs import FileDigest, Files, storage_error
 from .context import RunContext
-from .gcpause import paused_gc
+from .gcpause import freeze_survivors, paused_gc
 from .history import NewGeneration, Publisher, follow_keep, history_refs, pinned
 from .inventory import Loaded, clean_partials, collect_garbage, load_files
 from .report import UpstreamReport, add_totals
@@ -430,6 +430,7 @@ class UpstreamRun:
             for item, error in refused:  # the budget and progress belong to the loop
                 item.download.discard()
                 self._image_failed(item.step, error)
+            freeze_survivors()
 
         # A few workers draw from one iterator instead of one task per tarball: 100k tasks
         # created at once held the event loop (and the status endpoint) for seconds.
