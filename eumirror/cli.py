@@ -170,9 +170,11 @@ def run() -> NoReturn:
     try:
         code = main()
     except SystemExit as exc:  # argparse's usage errors and --help
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
-        if exc.code is not None and not isinstance(exc.code, int):
+        if exc.code is None or isinstance(exc.code, int):
+            code = exc.code or 0
+        else:  # what Python does with sys.exit("message")
             print(exc.code, file=sys.stderr)
+            code = 1
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):  # a closed or broken pipe
             stream.flush()

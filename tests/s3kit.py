@@ -119,6 +119,17 @@ class RGW:
         self.cluster = rgwcluster.restart_rgw(self.cluster.dir)
 
 
+def cluster_cli(verb: str, folder: Path, *, timeout: float) -> subprocess.CompletedProcess[str]:
+    """`tests/rgwcluster.py VERB FOLDER` as a process (how the session's cluster is run)."""
+    return subprocess.run(
+        [sys.executable, rgwcluster.__file__, verb, str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 @pytest.fixture(scope="session")
 def rgw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RGW]:
     """A one-node Ceph cluster with radosgw on 127.0.0.1, started once for the session."""
@@ -127,15 +138,8 @@ def rgw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RGW]:
     except ImportError:
         unavailable("botocore is not installed (pip install -e '.[dev]' brings eumirror[s3])")
     folder: Path = tmp_path_factory.mktemp("rgw")
-    script = rgwcluster.__file__
     try:
-        boot = subprocess.run(
-            [sys.executable, script, "start", str(folder)],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
+        boot = cluster_cli("start", folder, timeout=300)
     except (OSError, subprocess.TimeoutExpired) as e:
         unavailable(f"the Ceph RGW cluster did not start: {e}")
     if boot.returncode != 0:
@@ -145,13 +149,7 @@ def rgw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RGW]:
         yield RGW(cluster, started=json.loads(boot.stdout))
     finally:
         pids = rgwcluster.load(folder).pids  # radosgw may have been restarted (a new pid)
-        stop = subprocess.run(
-            [sys.executable, script, "stop", str(folder)],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        stop = cluster_cli("stop", folder, timeout=120)
         running = [pid for pid in pids.values() if rgwcluster.alive(pid)]
         assert stop.returncode == 0, f"rgwcluster.py stop {folder}: {stop.stderr}"
         assert not running, f"rgwcluster.py stop left pids {running} running"

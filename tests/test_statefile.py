@@ -7,7 +7,11 @@ import json
 import orjson
 import pytest
 
-from eumirror.storage.statefile import RECORDS_PER_LINE, dumps_chunked, loads_chunked
+from eumirror.storage.statefile import RECORDS_PER_LINE, iter_chunked, loads_chunked
+
+
+def dumped(doc: dict[str, object]) -> bytes:
+    return b"".join(iter_chunked(doc))
 
 
 def state(n: int) -> dict[str, object]:
@@ -19,7 +23,7 @@ def state(n: int) -> dict[str, object]:
 @pytest.mark.parametrize("n", [0, 1, RECORDS_PER_LINE, RECORDS_PER_LINE + 1, 2500])
 def test_round_trip_is_one_json_document(n: int) -> None:
     doc = state(n)
-    data = dumps_chunked(doc)
+    data = dumped(doc)
     assert loads_chunked(data) == doc
     assert orjson.loads(data) == doc  # any JSON reader (jq too) reads the same document
     assert json.loads(data) == doc
@@ -27,7 +31,7 @@ def test_round_trip_is_one_json_document(n: int) -> None:
 
 
 def test_records_are_spread_over_lines() -> None:
-    data = dumps_chunked(state(2500))
+    data = dumped(state(2500))
     lines = data.split(b"\n")
     # head, then per map: header, its lines, "}", then the closing "}" and the final newline
     assert len(lines) == 1 + (1 + 3 + 1) * 2 + (1 + 1 + 1) + 2
@@ -47,7 +51,7 @@ def test_other_layouts_are_read_whole(data: bytes) -> None:
 
 
 def test_a_layout_lookalike_that_is_not_json_is_refused() -> None:
-    good = dumps_chunked(state(3))
+    good = dumped(state(3))
     with pytest.raises(ValueError):
         loads_chunked(good.replace(b'"images/0000000001', b"images/0000000001", 1))
     with pytest.raises(ValueError):

@@ -59,9 +59,9 @@ from .report import UpstreamReport, add_totals
 
 T = TypeVar("T")
 MANY = 3
+"""Failures of one kind (no space, ...) at least this many are summed up in one line."""
 PLACE_EVERY = 1000
 """Verified downloads placed (one flush, then their renames) in batches of this many."""
-"""Failures of one kind (no space, ...) at least this many are summed up in one line."""
 
 
 @dataclass(frozen=True)

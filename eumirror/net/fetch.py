@@ -511,19 +511,17 @@ class Fetcher:
         the server takes ranges, names the bytes with a strong validator, and sends them
         unencoded."""
         length = resp.content_length
-        connections = self.limits.connections_per_download
         if (
-            connections < 2
-            or not length
-            or length <= self.limits.split_above
+            not length
             or not isinstance(sink, SplitSink)
             or resp.headers.get("Content-Encoding", "identity").lower() != "identity"
             or not got.if_range()
             or (resp.status == 200 and resp.headers.get("Accept-Ranges", "").lower() != "bytes")
         ):
             return []
+        limits = self.limits
         return segment_bounds(
-            sink.offset, sink.offset + length, connections, self.limits.split_above
+            sink.offset, sink.offset + length, limits.connections_per_download, limits.split_above
         )
 
     async def _segmented(

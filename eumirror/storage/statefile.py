@@ -21,10 +21,6 @@ RECORDS_PER_LINE = 1000
 """~250 KB of JSON a line: a few milliseconds of parsing each."""
 
 
-def dumps_chunked(doc: dict[str, Any]) -> bytes:
-    return b"".join(iter_chunked(doc))
-
-
 def iter_chunked(doc: dict[str, Any]) -> Iterator[bytes]:
     """`doc` as JSON, piece by piece (a writer streams it: no second copy of 25 MB): its scalar
     members on the first line (in order), then each map member, RECORDS_PER_LINE entries a
@@ -45,11 +41,11 @@ def iter_chunked(doc: dict[str, Any]) -> Iterator[bytes]:
 
 
 def loads_chunked(data: bytes) -> Any:
-    """Parse a document `dumps_chunked` wrote, a line at a time; any other JSON whole.
+    """Parse a document `iter_chunked` wrote, a line at a time; any other JSON whole.
     Raises ValueError (orjson.JSONDecodeError) for what is not JSON at all."""
     try:
         found = _by_lines(data)
-    except (ValueError, IndexError):
+    except ValueError:
         found = None
     return orjson.loads(data) if found is None else found
 
