@@ -297,9 +297,12 @@ class Fetcher:
         permanent = isinstance(exc, aiohttp.ClientSSLError | aiohttp.InvalidURL)
         return FetchError(_join(label, sentence), transient=not permanent)
 
-    async def _stream(self, opened: _Opened, *, stop: int | None = None) -> AsyncIterator[bytes]:
+    async def _stream(
+        self, opened: _Opened, *, stop: int | None = None, tarball: bool = True
+    ) -> AsyncIterator[bytes]:
         """Body chunks with curl's low-speed rule: under N bytes/s for T seconds aborts.
-        `stop`: only the first this many bytes (the rest of the body is left unread)."""
+        `stop`: only the first this many bytes (the rest of the body is left unread).
+        A catalog's bytes (`tarball=False`) are not the progress's: its sizes are tarballs'."""
         resp = opened.response
         limit, window = self.limits.low_speed_limit, self.limits.low_speed_time
         started = time.monotonic()
@@ -318,7 +321,8 @@ class Fetcher:
                     started += await bucket.take(len(chunk))  # our own wait is not slowness
                 seen += len(chunk)
                 total += len(chunk)
-                self.on_bytes(len(chunk))
+                if tarball:
+                    self.on_bytes(len(chunk))
                 yield chunk
                 if last:
                     return  # the rest of the body stays unread (the connection is closed)
@@ -400,7 +404,7 @@ class Fetcher:
                     f"more than catalog_max_bytes ({messages.count(cap)})"
                 )
             body = bytearray()
-            async for chunk in self._stream(opened):
+            async for chunk in self._stream(opened, tarball=False):
                 body += chunk
                 if len(body) > cap:
                     raise CatalogError(
