@@ -3,12 +3,14 @@
 
     python3 bench/healthz_latency.py [--scale full|quick|tiny|F] [--interval 0.01]
                                      [--eumirror PATH] [--out bench/out/healthz.json]
+                                     [--disable short-switch]
 
 The daemon (`eumirror sync`) starts on an empty root against the catalog corpus on nginx (the
 100k-image catalog at full scale): its first sync, then (SIGUSR1) the 1 % change. Meanwhile one
 client asks `/healthz` on 127.0.0.1 every `--interval` seconds, each on a new connection as a
 monitoring probe would, and records how long each answer took. Target: p99 under 100 ms in both
-phases. `bench/run.py --healthz` runs it after the catalog corpus.
+phases. `bench/run.py --healthz` runs it after the catalog corpus. `--disable short-switch` runs
+the daemon without its short GIL turns (eumirror/tuning.py), for the A/B figure that keeps them.
 """
 
 from __future__ import annotations
@@ -158,6 +160,7 @@ def measure(
     *,
     interval: float = 0.01,
     timeout: float = 3600.0,
+    disable: str = "",
 ) -> dict[str, Any]:
     """The daemon's first sync, then the 1 % change, each with /healthz probed throughout."""
     root = work / "healthz-root"
@@ -178,8 +181,11 @@ def measure(
             stdout=subprocess.DEVNULL,
             stderr=stderr,
             start_new_session=True,
+            env=os.environ | {"EUMIRROR_BENCH_DISABLE": disable} if disable else None,
         )
     result: dict[str, Any] = {"images": corpus.files, "interval_s": interval}
+    if disable:
+        result["disabled"] = disable
     try:
         deadline = time.monotonic() + 60
         while (listening := log.first("status_listening")) is None:
@@ -237,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--corpus-dir", type=Path, default=BENCH / "corpus")
     p.add_argument("--work-dir", type=Path, default=BENCH / "out" / "healthz-work")
     p.add_argument("--out", type=Path, default=BENCH / "out" / "healthz.json")
+    p.add_argument("--disable", default="", help="speed measures to turn off (short-switch)")
     args = p.parse_args(argv)
     nginx_bin = find_nginx()
     eumirror = find_eumirror(args.eumirror)
@@ -249,11 +256,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with Nginx(nginx_bin, corpus.path) as nginx:
             result = measure(
-                eumirror, corpus, nginx, work, interval=args.interval, timeout=args.timeout
+                eumirror,
+                corpus,
+                nginx,
+                work,
+                interval=args.interval,
+                timeout=args.timeout,
+                disable=args.disable,
             )
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(f"/healthz while the daemon syncs {corpus.files} images (load1 {os.getloadavg()[0]:.2f})")
+    off = f", {args.disable} off" if args.disable else ""
+    load1 = os.getloadavg()[0]
+    print(f"/healthz while the daemon syncs {corpus.files} images{off} (load1 {load1:.2f})")
     print(table(result))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -1,9 +1,10 @@
-"""Switches that turn one speed measure off, for the benchmark's A/B runs (bench/ab.py) only.
+"""Switches that turn one speed measure off, for the benchmark's A/B runs (bench/ab.py, and
+bench/healthz_latency.py for the daemon's `short-switch`) only.
 
 Each measure in the hot path stays only with a measured gain; to measure it, the benchmark runs
-eumirror with it off (`EUMIRROR_BENCH_DISABLE=gc-freeze,big-reads,worker-pool`) and on, side by
-side. `EUMIRROR_BENCH_DURABILITY=fdatasync` flushes each download on its own instead of one
-`syncfs` per batch, for the same comparison. Operators never need these.
+eumirror with it off (`EUMIRROR_BENCH_DISABLE=gc-freeze,big-reads,worker-pool,short-switch`) and
+on, side by side. `EUMIRROR_BENCH_DURABILITY=fdatasync` flushes each download on its own instead
+of one `syncfs` per batch, for the same comparison. Operators never need these.
 """
 
 from __future__ import annotations

@@ -51,6 +51,19 @@ def with_and_without(code: str, measure: str) -> tuple[str, str]:
     return on.stdout, off.stdout
 
 
+def test_the_daemon_takes_short_gil_turns_and_gives_the_default_back() -> None:
+    """While the daemon runs, a busy thread hands the GIL over after 1 ms (the loop answers
+    /healthz between its turns); the benchmark switch leaves Python's 5 ms alone."""
+    code = (
+        "import sys; from eumirror.service.daemon import short_gil_turns\n"
+        "with short_gil_turns(): print(sys.getswitchinterval())\n"
+        "print(sys.getswitchinterval())"
+    )
+    on, off = with_and_without(code, "short-switch")
+    assert on.split() == ["0.001", "0.005"]
+    assert off.split() == ["0.005", "0.005"]
+
+
 def test_socket_reads_are_one_mib_once_a_fetcher_starts() -> None:
     """The fetcher raises asyncio's per-read size to the hashing chunk (1 MiB); the benchmark
     switch leaves asyncio's default alone."""
