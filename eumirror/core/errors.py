@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import enum
 
 
@@ -76,3 +77,12 @@ def too_large(size: int, max_bytes: int) -> ImageError:
         f"the tarball is larger than [limits] max_image_bytes ({size} > {max_bytes}); refused",
         hint="raise max_image_bytes if the upstream really publishes images this large",
     )
+
+
+def first_error(exc: BaseException) -> BaseException:
+    """The first error a task group raised, out of its exception groups (cancellations aside:
+    they are the others' reaction to it)."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        found = [e for e in exc.exceptions if not isinstance(e, asyncio.CancelledError)]
+        exc = (found or list(exc.exceptions))[0]
+    return exc

@@ -34,6 +34,7 @@ from ..core.errors import (
     ImageError,
     StorageError,
     VerifyError,
+    first_error,
 )
 from ..core.plan import (
     Action,
@@ -134,16 +135,12 @@ class UpstreamRun:
         finally:
             self.report.ended = self.ctx.clock()
 
-    def _crashed(self, exc: Exception) -> None:
-        while isinstance(exc, ExceptionGroup) and exc.exceptions:
-            first = exc.exceptions[0]
-            if not isinstance(first, Exception):
-                break
-            exc = first
+    def _crashed(self, group: Exception) -> None:
+        exc = first_error(group)
         if isinstance(exc, EumirrorError):
             self._fail(exc.line())
             return
-        self.bound.debug("upstream_crashed", exc_info=exc)
+        self.bound.debug("upstream_crashed", exc_info=group)
         self._fail(f"unexpected {type(exc).__name__}: {_short(exc)}; see the debug log")
 
     def _fail(self, line: str) -> None:

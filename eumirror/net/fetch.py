@@ -27,7 +27,7 @@ import aiohttp
 from aiohttp.abc import AbstractResolver
 
 from ..core.config import Limits
-from ..core.errors import CatalogError, FetchError
+from ..core.errors import CatalogError, FetchError, first_error
 from ..core.names import CHUNK
 from ..core.policy import HTTP_SCHEMES, Source, Trust, redact
 from ..log import log
@@ -560,7 +560,7 @@ class Fetcher:
                 await sink.hash_segments(segments)
         except BaseException as exc:
             await sink.unsplit()
-            cause = _first(exc)
+            cause = first_error(exc)
             if isinstance(cause, _Changed):
                 await sink.restart()
                 raise FetchError(
@@ -649,14 +649,6 @@ async def _pump(chunks: AsyncIterator[bytes], sink: Sink, *, hold_last: bool = T
     if batch:
         await (sink.write_last(batch) if hold_last else sink.write_batch(batch))
     return total
-
-
-def _first(exc: BaseException) -> BaseException:
-    """The first error in a task group's exception group (cancellations aside)."""
-    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
-        found = [e for e in exc.exceptions if not isinstance(e, asyncio.CancelledError)]
-        exc = (found or list(exc.exceptions))[0]
-    return exc
 
 
 @dataclass

@@ -401,9 +401,9 @@ def short_gil_turns(interval: float = GIL_TURN) -> Iterator[None]:
 
     Each system call the loop makes for a /healthz request (accept, recv, send, close, epoll)
     gives the GIL up; while a worker plans or serialises a 100k-image catalog, getting it back
-    took up to the whole switch interval every time, so one probe waited 20 turns: p99 106-124 ms
-    with the default 5 ms, 69-73 ms with 1 ms during the 1 % change (bench/healthz_latency.py
-    with and without `--disable short-switch`)."""
+    took up to the whole switch interval every time, so one probe waited 20 turns: p99 101-122 ms
+    with the default 5 ms, 60-74 ms with 1 ms during the 1 % change (3 runs each, alternating;
+    bench/healthz_latency.py with and without `--disable short-switch`)."""
     if not enabled("short-switch"):
         yield
         return
