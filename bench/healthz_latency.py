@@ -10,7 +10,8 @@ The daemon (`eumirror sync`) starts on an empty root against the catalog corpus 
 client asks `/healthz` on 127.0.0.1 every `--interval` seconds, each on a new connection as a
 monitoring probe would, and records how long each answer took. Target: p99 under 100 ms in both
 phases. `bench/run.py --healthz` runs it after the catalog corpus. `--disable short-switch` runs
-the daemon without its short GIL turns (eumirror/tuning.py), for the A/B figure that keeps them.
+the daemon without the short GIL turns of its heavy phases (eumirror/engine/gcpause.py), for the
+A/B figure that keeps them.
 """
 
 from __future__ import annotations

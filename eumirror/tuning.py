@@ -1,5 +1,5 @@
 """Switches that turn one speed measure off, for the benchmark's A/B runs (bench/ab.py, and
-bench/healthz_latency.py for the daemon's `short-switch`) only.
+bench/healthz_latency.py for `short-switch`, the heavy phases' short GIL turns) only.
 
 Each measure in the hot path stays only with a measured gain; to measure it, the benchmark runs
 eumirror with it off (`EUMIRROR_BENCH_DISABLE=gc-freeze,big-reads,worker-pool,short-switch`) and

@@ -53,7 +53,7 @@ from ..net.messages import MAX_LINE, shorten
 from ..storage.base import Download, DownloadOptions
 from ..storage.fs import FileDigest, Files, storage_error
 from .context import RunContext
-from .gcpause import freeze_survivors, paused_gc
+from .gcpause import freeze_survivors, paused_gc, short_gil_turns
 from .history import NewGeneration, Publisher, follow_keep, history_refs, pinned
 from .inventory import Loaded, clean_partials, collect_garbage, load_files
 from .report import UpstreamReport, add_totals
@@ -597,6 +597,10 @@ class UpstreamRun:
         self.log_report()
 
     def _finish(self) -> None:
+        with short_gil_turns():  # the files state's encoding and index: 100k records
+            self._settle()
+
+    def _settle(self) -> None:
         report, mirror = self.report, self.mirror
         kept: dict[str, Any] = {}
         if self.loaded is not None and report.catalog_ok and self.referenced is not None:

@@ -12,10 +12,8 @@ import ipaddress
 import json
 import os
 import signal
-import sys
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,17 +36,12 @@ from ..engine.sync import RunReport
 from ..log import log
 from ..storage.base import work_area
 from ..storage.fs import Mirror
-from ..tuning import enabled
 from . import sdnotify
 from .endpoint import make_app
 from .hooks import HookRunner, jobs_for
 from .notify import COUNTERS as NOTIFY_COUNTERS
 from .serve import ContentServer, HttpCounters
 from .status import StateCache, iso, status_document
-
-GIL_TURN = 0.001
-"""Seconds a busy thread keeps the GIL when another asks for it, while the daemon runs (Python's
-default is 0.005)."""
 
 
 class Daemon:
@@ -395,26 +388,6 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-@contextlib.contextmanager
-def short_gil_turns(interval: float = GIL_TURN) -> Iterator[None]:
-    """Let the event loop win the GIL back quickly from a busy worker thread.
-
-    Each system call the loop makes for a /healthz request (accept, recv, send, close, epoll)
-    gives the GIL up; while a worker plans or serialises a 100k-image catalog, getting it back
-    took up to the whole switch interval every time, so one probe waited 20 turns: p99 101-122 ms
-    with the default 5 ms, 60-74 ms with 1 ms during the 1 % change (3 runs each, alternating;
-    bench/healthz_latency.py with and without `--disable short-switch`)."""
-    if not enabled("short-switch"):
-        yield
-        return
-    before = sys.getswitchinterval()
-    sys.setswitchinterval(interval)
-    try:
-        yield
-    finally:
-        sys.setswitchinterval(before)
-
-
 async def run_daemon(config: Config, config_file: Path) -> int:
     daemon = Daemon(config, config_file)
     await asyncio.to_thread(daemon.mirror.prepare)
@@ -424,7 +397,6 @@ async def run_daemon(config: Config, config_file: Path) -> int:
         hint="stop it first (systemctl stop eumirror)",
     )
     try:
-        with short_gil_turns():
-            return await daemon.serve()
+        return await daemon.serve()
     finally:
         daemon.mirror.release_lock(fd)
