@@ -13,7 +13,8 @@ from ..tuning import enabled
 
 _gc_pauses = 0
 _FREEZE = enabled("gc-freeze")
-_gc_lock = threading.Lock()
+_lock = threading.Lock()
+"""Guards both counters: GC pauses and short GIL turns, each nesting across threads."""
 
 GIL_TURN = 0.001
 """Seconds a busy thread keeps the GIL when another asks for it, during a heavy phase (Python's
@@ -39,7 +40,7 @@ def short_gil_turns(interval: float = GIL_TURN) -> Iterator[None]:
     if not _SHORT:
         yield
         return
-    with _gc_lock:
+    with _lock:
         if _turns == 0:
             _turns_before = sys.getswitchinterval()
             sys.setswitchinterval(interval)
@@ -47,7 +48,7 @@ def short_gil_turns(interval: float = GIL_TURN) -> Iterator[None]:
     try:
         yield
     finally:
-        with _gc_lock:
+        with _lock:
             _turns -= 1
             if _turns == 0:
                 sys.setswitchinterval(_turns_before)
@@ -69,7 +70,7 @@ def paused_gc() -> Iterator[None]:
 @contextlib.contextmanager
 def _gc_off() -> Iterator[None]:
     global _gc_pauses
-    with _gc_lock:
+    with _lock:
         if _gc_pauses == 0 and not gc.isenabled():
             owner = False
         else:
@@ -80,7 +81,7 @@ def _gc_off() -> Iterator[None]:
         yield
     finally:
         if owner:
-            with _gc_lock:
+            with _lock:
                 _gc_pauses -= 1
                 if _gc_pauses == 0:
                     # What was built is long-lived: move it out of the collector's sight, or

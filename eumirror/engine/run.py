@@ -596,11 +596,8 @@ class UpstreamRun:
             self.bound.error("state_not_saved", error=f"{type(exc).__name__}: {_short(exc)}")
         self.log_report()
 
+    @short_gil_turns()  # the files state's encoding and its index: 100k records
     def _finish(self) -> None:
-        with short_gil_turns():  # the files state's encoding and index: 100k records
-            self._settle()
-
-    def _settle(self) -> None:
         report, mirror = self.report, self.mirror
         kept: dict[str, Any] = {}
         if self.loaded is not None and report.catalog_ok and self.referenced is not None:
