@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import enum
 
 
@@ -82,7 +81,9 @@ def too_large(size: int, max_bytes: int) -> ImageError:
 def first_error(exc: BaseException) -> BaseException:
     """The first error a task group raised, out of its exception groups (cancellations aside:
     they are the others' reaction to it)."""
+    from asyncio import CancelledError  # here: the CLI imports this module before asyncio
+
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
-        found = [e for e in exc.exceptions if not isinstance(e, asyncio.CancelledError)]
+        found = [e for e in exc.exceptions if not isinstance(e, CancelledError)]
         exc = (found or list(exc.exceptions))[0]
     return exc

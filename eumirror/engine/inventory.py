@@ -24,7 +24,8 @@ from typing import Any
 from ..core.plan import Inventory
 from ..log import log
 from ..storage.base import Storage
-from ..storage.fs import Cancelled, Files, FilesIndex, Mirror
+from ..storage.filesindex import FilesIndex
+from ..storage.fs import Cancelled, Files, Mirror
 from .gcpause import paused_gc
 
 STALE_PARTIAL_SECONDS = 7 * 86400

@@ -16,7 +16,8 @@ from typing import Any, Protocol
 
 from ..core.config import Config
 from ..net.fetch import Sink, Validators
-from .fs import FileDigest, FilesIndex, FsStorage, Mirror
+from .filesindex import FilesIndex
+from .fs import FileDigest, FsStorage, Mirror
 
 
 class Flag(Protocol):

@@ -7,7 +7,6 @@ only); everything else (partial downloads, the catalog being written, state, the
 
 from __future__ import annotations
 
-import array
 import contextlib
 import ctypes
 import ctypes.util
@@ -16,7 +15,6 @@ import fcntl
 import filecmp
 import itertools
 import os
-import re
 import stat
 import time
 from collections.abc import Iterable, Iterator
@@ -28,6 +26,7 @@ import orjson
 
 from ..core.errors import LockHeld, StorageError
 from ..core.names import CHUNK, NameHasher, is_valid_name
+from .filesindex import FilesIndex, files_match, read_index
 from .statefile import iter_chunked, loads_chunked
 
 STATE_FORMAT = 1
@@ -433,21 +432,7 @@ class Mirror:
     def load_files_index(self, upstream: str) -> FilesIndex | None:
         """The stat index of the files state, when it matches the state file exactly (the same
         token at its start, size and mtime); None otherwise (the JSON is parsed instead)."""
-        try:
-            data = self.index_path(upstream).read_bytes()
-            found = FilesIndex.decode(data)
-            if found is None:
-                return None
-            state = self.state_path(upstream, "files")
-            expected = b'{"index":"' + found.token.encode() + b'"'
-            with open(state, "rb") as f:
-                st = os.fstat(f.fileno())
-                head = f.read(len(expected))
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
-        if head != expected or [st.st_size, st.st_mtime_ns] != found.state_stat:
-            return None
-        return found
+        return read_index(self.index_path(upstream), self.state_path(upstream, "files"))
 
     def free_bytes(self) -> int:
         st = os.statvfs(self.work)
@@ -487,126 +472,6 @@ class Files:
         ) or not all(isinstance(v, int | float) for v in removed.values()):
             return cls(trusted=False)
         return cls(files, published, removed)
-
-
-_INDEX_MAGIC = b"eumirror files index 1\n"
-_DESTS = re.compile(r"images/[0-9]{10}/[^/\n]+(?:\nimages/[0-9]{10}/[^/\n]+)*")
-MAX_NAME = "4294967295"
-
-
-@dataclass
-class FilesIndex:
-    """What a sync that changes nothing needs of the files state, in a form cheap to read.
-
-    The state of a 100k-tarball mirror is ~25 MB of JSON: parsing it into a million objects costs
-    more than the stat check it feeds. The index holds each verified file's dest, size and mtime
-    (packed arrays), which of them the published catalog points to, the published dests with no
-    verified file, and the removal times. It is written only for a state whose every record is
-    well formed, next to the JSON and tied to it by a random token that starts the JSON, and by
-    the JSON's size and mtime; any mismatch makes the sync parse the JSON as before.
-    """
-
-    token: str
-    state_stat: list[int]
-    dests: list[str]
-    sizes: array.array[int]
-    mtimes: array.array[int]
-    referenced: bytes
-    """One byte per dest: 1 when the published catalog points to it."""
-    extra_refs: list[str]
-    """Dests the published catalog points to that have no verified record."""
-    removed: dict[str, float]
-
-    @staticmethod
-    def encode(doc: dict[str, Any], token: str) -> Any:
-        """A function of the state file's (size, mtime) giving the index bytes, or None when a
-        record does not have the shape a verified record has."""
-        files, published, removed = doc.get("files"), doc.get("published"), doc.get("removed")
-        if not (
-            isinstance(files, dict) and isinstance(published, dict) and isinstance(removed, dict)
-        ):
-            return None
-        # Checked in bulk (C loops, not a Python test per record): this runs at every save.
-        recs, refs_of = list(files.values()), list(published.values())
-        if (recs and (set(map(type, recs)) != {list} or set(map(len, recs)) != {4})) or (
-            refs_of and (set(map(type, refs_of)) != {list} or set(map(len, refs_of)) != {2})
-        ):
-            return None
-        try:
-            dests = "\n".join(files)
-            names = "\n".join([r[0] for r in recs])
-            sizes = array.array("q", [r[1] for r in recs])
-            mtimes = array.array("q", [r[2] for r in recs])
-        except (TypeError, OverflowError):
-            return None
-        # Every dest is images/<its record's name>/<a file name>, every name a valid one.
-        if recs and not (
-            _DESTS.fullmatch(dests)
-            and names == "\n".join([d[7:17] for d in files])
-            and dests.count("\n") == len(recs) - 1
-            and max(names.split("\n")) <= MAX_NAME
-        ):
-            return None
-        refs = {v[1] for v in refs_of}
-        refs.discard("")
-        if not set(map(type, refs)) <= {str}:
-            return None
-        if not all(isinstance(v, int | float) for v in removed.values()):
-            return None
-        referenced = bytes(map(refs.__contains__, files))
-        extra = sorted(refs.difference(files))
-        encoded = dests.encode()
-
-        def finish(size: int, mtime_ns: int) -> bytes:
-            head = {
-                "token": token,
-                "state": [size, mtime_ns],
-                "count": len(files),
-                "dests_bytes": len(encoded),
-                "extra_refs": extra,
-                "removed": removed,
-            }
-            return b"".join(
-                (
-                    _INDEX_MAGIC,
-                    orjson.dumps(head),
-                    b"\n",
-                    encoded,
-                    sizes.tobytes(),
-                    mtimes.tobytes(),
-                    referenced,
-                )
-            )
-
-        return finish
-
-    @classmethod
-    def decode(cls, data: bytes) -> FilesIndex | None:
-        if not data.startswith(_INDEX_MAGIC):
-            return None
-        start = len(_INDEX_MAGIC)
-        end = data.index(b"\n", start)
-        head = orjson.loads(data[start:end])
-        count, length = int(head["count"]), int(head["dests_bytes"])
-        pos = end + 1
-        dests = data[pos : pos + length].decode().split("\n") if count else []
-        pos += length
-        sizes, mtimes = array.array("q"), array.array("q")
-        sizes.frombytes(data[pos : pos + 8 * count])
-        mtimes.frombytes(data[pos + 8 * count : pos + 16 * count])
-        referenced = data[pos + 16 * count :]
-        if not (len(dests) == len(sizes) == len(mtimes) == len(referenced) == count):
-            return None
-        return cls(
-            str(head["token"]),
-            list(head["state"]),
-            dests,
-            sizes,
-            mtimes,
-            referenced,
-            list(head["extra_refs"]),
-            dict(head["removed"]),
-        )
 
 
 def record_of(path: Path, digest: FileDigest) -> list[Any]:
@@ -756,25 +621,8 @@ class FsStorage:
         return still_verified(f"{self.root / upstream}/", records)
 
     def index_holds(self, upstream: str, index: FilesIndex) -> bool:
-        """Every file the index records is still the one verified: a regular file of the same
-        size and mtime (one lstat each, relative to the upstream's folder). Any difference sends
-        the sync down the full check, which finds and handles it."""
-        try:
-            fd = os.open(self.root / upstream, os.O_RDONLY | os.O_DIRECTORY)
-        except OSError:
-            return not index.dests
-        try:
-            lstat, is_reg = os.lstat, stat.S_ISREG
-            for dest, size, mtime in zip(index.dests, index.sizes, index.mtimes, strict=True):
-                try:
-                    st = lstat(dest, dir_fd=fd)
-                except OSError:
-                    return False
-                if st.st_size != size or st.st_mtime_ns != mtime or not is_reg(st.st_mode):
-                    return False
-            return True
-        finally:
-            os.close(fd)
+        """Every file the index records is still the one verified (see `files_match`)."""
+        return files_match(self.root / upstream, index)
 
     def rehash(
         self, upstream: str, dest: str, cancelled: _Flag | None, *, drop_cache: bool = False
