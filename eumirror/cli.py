@@ -232,18 +232,29 @@ def dispatch(args: argparse.Namespace) -> int:
 
         return asyncio.run(run_serve(config))
     if args.once or args.dry_run:
-        from .commands.once import sync_once
-
         only = selected(config, args.upstream)
-        return run_until_signal(
-            lambda: sync_once(
-                config,
-                dry_run=args.dry_run,
-                allow_shrink=args.allow_shrink,
-                metrics_file=Path(args.metrics_file) if args.metrics_file else None,
-                only=only,
+        # The files are checked in child processes while the engine is imported.
+        check = None
+        if config.s3 is None:
+            from .storage.fs import start_stat_check
+
+            check = start_stat_check(config.root, only or [u.name for u in config.upstreams])
+        try:
+            from .commands.once import sync_once
+
+            return run_until_signal(
+                lambda: sync_once(
+                    config,
+                    dry_run=args.dry_run,
+                    allow_shrink=args.allow_shrink,
+                    metrics_file=Path(args.metrics_file) if args.metrics_file else None,
+                    only=only,
+                    stat_check=check,
+                )
             )
-        )
+        finally:
+            if check is not None:
+                check.close()
     from .service.daemon import run_daemon
 
     return asyncio.run(run_daemon(config, config_path(args.config)))

@@ -5,8 +5,17 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+from conftest import Mirror as CliMirror
+from conftest import Upstream, events, tarball
+from faultserver import ThreadedFaultServer
+from test_sync_e2e import assert_published_verifies
 
 from eumirror.engine.inventory import load_files
 from eumirror.storage.fs import Files, FsStorage, Mirror, hash_file, record_of
@@ -117,3 +126,110 @@ def test_a_malformed_record_gets_no_index(tmp_path: Path) -> None:
     assert not mirror.index_path("up").exists()
     indexed, seen, _ = load(mirror)
     assert not indexed and dest not in seen.files
+
+
+# -- the check in child processes (sync --once starts it before importing the engine) ---------
+# Each case runs in a fresh single-threaded interpreter, as the console script does: the check
+# refuses to fork from a process with threads (this test process has some under xdist).
+CHECK = """
+import json, os, sys, threading
+from pathlib import Path
+from eumirror.storage.fs import Mirror
+from eumirror.storage.statcheck import StatCheck
+
+mirror, token, mode = Mirror(Path(sys.argv[1])), sys.argv[2], sys.argv[3]
+if mode == "thread":
+    stop = threading.Event()
+    threading.Thread(target=stop.wait, daemon=True).start()
+check = StatCheck.start([mirror.check_job("up")])
+found = {"started": check is not None}
+if check is not None and mode == "close":
+    check.close()  # before any answer was read: the children are stopped and reaped
+    gone = []
+    for child in check.children:
+        try:
+            os.waitpid(child.pid, os.WNOHANG)
+        except ChildProcessError:
+            gone.append(child.pid)
+    found["reaped"] = len(gone) == len(check.children) == 2
+elif check is not None:
+    found["answer"] = check.answer("up", token, threading.Event())
+    check.close()
+print(json.dumps(found))
+"""
+
+
+def check_in_child(mirror: Mirror, mode: str = "answer", token: str | None = None) -> Any:
+    index = mirror.load_files_index("up")
+    token = token or (index.token if index is not None else "none")
+    done = subprocess.run(
+        [sys.executable, "-c", CHECK, str(mirror.root), token, mode],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return json.loads(done.stdout)
+
+
+def test_the_child_processes_vouch_for_an_unchanged_mirror(tmp_path: Path) -> None:
+    mirror, _ = mirror_with(tmp_path)
+    assert check_in_child(mirror) == {"started": True, "answer": True}
+
+
+def test_a_changed_file_in_either_childs_share_makes_the_answer_false(tmp_path: Path) -> None:
+    mirror, files = mirror_with(tmp_path)
+    for dest in files.files:  # dests 0 and 2 are one child's, dest 1 the other's
+        path = mirror.root / "up" / dest
+        before = path.read_bytes()
+        path.write_bytes(before + b"x")
+        assert check_in_child(mirror) == {"started": True, "answer": False}, dest
+        path.write_bytes(before)
+        os.utime(path, ns=(files.files[dest][2], files.files[dest][2]))
+    assert check_in_child(mirror) == {"started": True, "answer": True}
+
+
+def test_no_answer_for_another_index_a_dirty_run_or_no_index(tmp_path: Path) -> None:
+    """The run then checks by itself (or, dirty, re-checks everything from the state)."""
+    mirror, _ = mirror_with(tmp_path)
+    assert check_in_child(mirror, token="0123456789abcdef")["answer"] is None
+    mirror.state_path("up", "dirty").touch()
+    assert check_in_child(mirror)["answer"] is None
+    mirror.state_path("up", "dirty").unlink()
+    mirror.index_path("up").unlink()
+    assert check_in_child(mirror)["answer"] is None
+
+
+def test_no_fork_from_a_process_with_threads(tmp_path: Path) -> None:
+    mirror, _ = mirror_with(tmp_path)
+    assert check_in_child(mirror, "thread") == {"started": False}
+
+
+def test_closing_early_stops_and_reaps_the_children(tmp_path: Path) -> None:
+    mirror, _ = mirror_with(tmp_path)
+    assert check_in_child(mirror, "close") == {"started": True, "reaped": True}
+
+
+def test_sync_once_takes_the_childrens_answer_and_still_repairs_damage(
+    upstream: Upstream, server: ThreadedFaultServer, mirror: CliMirror
+) -> None:
+    for i in range(3):
+        upstream.add(f"a/{i}.tgz", tarball(i))
+    upstream.write()
+    assert mirror.sync().returncode == 0
+
+    quiet = mirror.sync("--log-level", "debug")
+
+    checked = [e for e in events(quiet.stderr) if e["event"] == "files_checked"]
+    assert checked == [checked[0]] and checked[0]["by"] == "stat_check"
+    assert checked[0]["verified"] is True and quiet.returncode == 0
+    path = mirror.root / "up" / unquote(mirror.catalog()["images"][1]["url"])
+    path.write_bytes(b"truncated")
+    server.reset_counters()
+
+    repaired = mirror.sync("--log-level", "debug")
+
+    checked = [e for e in events(repaired.stderr) if e["event"] == "files_checked"]
+    assert [(e["by"], e["verified"]) for e in checked] == [("stat_check", False)]
+    assert repaired.returncode == 0 and server.requests("/a/1.tgz") == 1
+    assert_published_verifies(mirror)

@@ -19,6 +19,7 @@ from ..log import log
 from ..net.fetch import Fetcher
 from ..storage.base import work_area
 from ..storage.fs import Mirror
+from ..storage.statcheck import StatCheck
 from .progress import report_progress
 
 
@@ -29,6 +30,7 @@ async def run_sync(
     dry_run: bool = False,
     allow_shrink: bool = False,
     progress: Progress | None = None,
+    stat_check: StatCheck | None = None,
 ) -> RunReport:
     """One sync of every upstream; the caller holds the lock."""
     progress = progress or Progress()
@@ -41,6 +43,7 @@ async def run_sync(
             allow_shrink=allow_shrink,
             progress=progress,
             show_plan=print_plan,
+            stat_check=stat_check,
         )
 
 
@@ -51,8 +54,10 @@ async def sync_once(
     allow_shrink: bool,
     metrics_file: Path | None,
     only: tuple[str, ...] = (),
+    stat_check: StatCheck | None = None,
 ) -> int:
-    """`only`: the upstreams to sync (--upstream), all when empty; the metrics cover all."""
+    """`only`: the upstreams to sync (--upstream), all when empty; the metrics cover all.
+    `stat_check`: the check of the files the command started before importing this."""
     mirror = work_area(config)
     everything = config
     if only:
@@ -61,7 +66,9 @@ async def sync_once(
         )
     began = time.monotonic()
     if dry_run:
-        report = await run_sync(config, mirror, dry_run=True, allow_shrink=allow_shrink)
+        report = await run_sync(
+            config, mirror, dry_run=True, allow_shrink=allow_shrink, stat_check=stat_check
+        )
         log.info(
             "sync_done",
             result=report.result,
@@ -75,7 +82,9 @@ async def sync_once(
     with mirror.locked():
         log.info("sync_started", root=config.where, upstreams=len(config.upstreams))
         async with report_progress(progress, sys.stderr, config.status.progress_interval):
-            report = await run_sync(config, mirror, allow_shrink=allow_shrink, progress=progress)
+            report = await run_sync(
+                config, mirror, allow_shrink=allow_shrink, progress=progress, stat_check=stat_check
+            )
     await run_hooks(config, mirror, report)
     log.info(
         "sync_done",

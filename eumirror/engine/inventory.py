@@ -90,7 +90,7 @@ def load_files(
     (a folder), a sync whose files all match it never parses the state."""
     dirty = mirror.state_path(upstream, "dirty").exists()
     index = None if dirty or not storage.indexed else mirror.load_files_index(upstream)
-    if index is not None and storage.index_holds(upstream, index):
+    if index is not None and storage.index_holds(upstream, index, cancelled):
         return Loaded(
             None,
             referenced=frozenset(index.extra_refs).union(

@@ -19,6 +19,7 @@ from ..core.progress import Progress
 from ..net.fetch import Fetcher
 from ..storage.base import Storage, open_storage
 from ..storage.fs import Mirror
+from ..storage.statcheck import StatCheck
 from .budget import SpaceBudget
 from .context import RunContext
 from .inventory import clean_stale_partials
@@ -39,13 +40,17 @@ async def sync(
     show_plan: Callable[[Plan], None] | None = None,
     clock: Callable[[], float] = time.time,
     storage: Storage | None = None,
+    stat_check: StatCheck | None = None,
 ) -> RunReport:
-    """`storage`: where to publish; by default opened (and closed) here from `config`."""
+    """`storage`: where to publish; by default opened (and closed) here from `config`, taking
+    the answers of `stat_check` (started by the command) for its files."""
     if storage is not None:
         return await _sync(
             config, mirror, fetcher, storage, dry_run, allow_shrink, progress, show_plan, clock
         )
-    store = await asyncio.to_thread(open_storage, config, mirror)
+    store = await asyncio.to_thread(
+        functools.partial(open_storage, config, mirror, stat_check=stat_check)
+    )
     try:
         return await _sync(
             config, mirror, fetcher, store, dry_run, allow_shrink, progress, show_plan, clock

@@ -18,6 +18,7 @@ from ..core.config import Config
 from ..net.fetch import Sink, Validators
 from .filesindex import FilesIndex
 from .fs import FileDigest, FsStorage, Mirror
+from .statcheck import StatCheck
 
 
 class Flag(Protocol):
@@ -74,7 +75,7 @@ class Storage(Protocol):
     """The state's stat index (`FilesIndex`) can vouch for what is published: a sync that
     changes nothing then never parses the state."""
 
-    def index_holds(self, upstream: str, index: FilesIndex) -> bool:
+    def index_holds(self, upstream: str, index: FilesIndex, cancelled: Flag) -> bool:
         """Every file the index records is still the one verified."""
         ...
 
@@ -160,10 +161,10 @@ def work_area(config: Config) -> Mirror:
     return Mirror(config.root, work=config.root if config.s3 else None)
 
 
-def open_storage(config: Config, mirror: Mirror) -> Storage:
+def open_storage(config: Config, mirror: Mirror, *, stat_check: StatCheck | None = None) -> Storage:
     """Where `config` publishes (blocking: an s3 client loads its service model)."""
     if config.s3 is None:
-        return FsStorage(mirror)
+        return FsStorage(mirror, stat_check=stat_check)
     from .s3 import S3Storage
 
     return S3Storage(config.s3, connections=config.concurrency * 2 + 2)

@@ -27,6 +27,7 @@ import orjson
 from ..core.errors import LockHeld, StorageError
 from ..core.names import CHUNK, NameHasher, is_valid_name
 from .filesindex import FilesIndex, files_match, read_index
+from .statcheck import Job, StatCheck
 from .statefile import iter_chunked, loads_chunked
 
 STATE_FORMAT = 1
@@ -408,6 +409,16 @@ class Mirror:
     def index_path(self, upstream: str) -> Path:
         return self.state_dir / f"{upstream}.files.idx"
 
+    def check_job(self, upstream: str) -> Job:
+        """What a `StatCheck` child needs to check the upstream's files against its index."""
+        return Job(
+            upstream,
+            self.root / upstream,
+            self.index_path(upstream),
+            self.state_path(upstream, "files"),
+            self.state_path(upstream, "dirty"),
+        )
+
     def _save_files(self, upstream: str, doc: dict[str, Any]) -> None:
         """The files state, then its stat index (see `FilesIndex`): the JSON stays the truth,
         the index only lets a sync that changes nothing skip parsing it."""
@@ -528,15 +539,23 @@ def syncfs(path: Path) -> None:
         os.close(fd)
 
 
+def start_stat_check(root: Path, upstreams: Iterable[str]) -> StatCheck | None:
+    """The check of the upstreams' published files against their stat index, in child
+    processes (see `statcheck`): what `sync --once` starts before importing the engine."""
+    mirror = Mirror(root)
+    return StatCheck.start([mirror.check_job(name) for name in upstreams])
+
+
 class FsStorage:
     """`Storage` on a folder: partial files renamed into place after one filesystem sync."""
 
     plus_encoded = False
     indexed = True
 
-    def __init__(self, mirror: Mirror) -> None:
+    def __init__(self, mirror: Mirror, *, stat_check: StatCheck | None = None) -> None:
         self.mirror = mirror
         self.root = mirror.root
+        self.stat_check = stat_check
 
     def where(self, upstream: str, dest: str = "") -> str:
         return str(self.root / upstream / dest) if dest else str(self.root / upstream)
@@ -620,9 +639,19 @@ class FsStorage:
     ) -> tuple[dict[str, list[Any]], list[tuple[str, list[Any]]]]:
         return still_verified(f"{self.root / upstream}/", records)
 
-    def index_holds(self, upstream: str, index: FilesIndex) -> bool:
-        """Every file the index records is still the one verified (see `files_match`)."""
-        return files_match(self.root / upstream, index)
+    def index_holds(self, upstream: str, index: FilesIndex, cancelled: _Flag) -> bool:
+        """Every file the index records is still the one verified (the answer of the check
+        started before the imports, when there is one for this very index)."""
+        from ..log import log
+
+        found = None
+        if self.stat_check is not None:
+            found = self.stat_check.answer(upstream, index.token, cancelled)
+        by = "run" if found is None else "stat_check"
+        if found is None:
+            found = files_match(self.root / upstream, index)
+        log.debug("files_checked", upstream=upstream, by=by, verified=found)
+        return found
 
     def rehash(
         self, upstream: str, dest: str, cancelled: _Flag | None, *, drop_cache: bool = False

@@ -59,7 +59,7 @@ class S3Storage:
     indexed = False
     """No stat index: one listing checks every object anyway."""
 
-    def index_holds(self, upstream: str, index: Any) -> bool:
+    def index_holds(self, upstream: str, index: Any, cancelled: Any) -> bool:
         return False
 
     def __init__(self, root: S3Root, *, connections: int = 10) -> None:
