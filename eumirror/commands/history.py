@@ -85,7 +85,7 @@ def _rollback(
         return _refuse(f"{upstream}: {what} is not kept (kept: {kept})")
     top, rows = history.load(target)
     dests = gen.dests_of(rows)
-    missing = sorted(dests - set(storage.scan_unknown(upstream, {})))
+    missing = sorted(set(dests) - set(storage.scan_unknown(upstream, {})))
     if missing:
         return _refuse(
             f"{upstream}: generation {target} points to {len(missing)} tarballs that are "

@@ -88,8 +88,9 @@ def render(
         yield {**fields, "url": url} if dest else fields
 
 
-def dests_of(rows: Iterable[Row]) -> set[str]:
-    return {dest for _, dest in rows if dest}
+def dests_of(rows: Iterable[Row]) -> list[str]:
+    """Each dest once, in the catalog's order."""
+    return list(dict.fromkeys(dest for _, dest in rows if dest))
 
 
 def names_of(dests: Iterable[str]) -> set[str]:

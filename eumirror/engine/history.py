@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,8 @@ class History:
     mirror: Mirror
     upstream: str
     _index: list[dict[str, Any]] | None = field(default=None, repr=False)
+    _dests: dict[int, AbstractSet[str]] = field(default_factory=dict, repr=False)
+    """Dests of generations read or written by this object (100k lines each: read once)."""
 
     @property
     def folder(self) -> Path:
@@ -88,18 +91,14 @@ class History:
         except ValueError as exc:
             raise StorageError(f"{path}: {exc}") from None
 
-    def dests(self, number: int) -> set[str]:
-        try:
-            text = self.path(number, "dests").read_text("utf-8")
-        except OSError:
-            return set()
-        return set(text.split("\n")) - {""}
-
-    def kept_dests(self) -> set[str]:
-        """Every dest a kept generation points to."""
-        found: set[str] = set()
-        for number in self.numbers():
-            found |= self.dests(number)
+    def dests(self, number: int) -> AbstractSet[str]:
+        found = self._dests.get(number)
+        if found is None:
+            try:
+                text = self.path(number, "dests").read_text("utf-8")
+            except OSError:
+                return set()
+            found = self._dests[number] = set(text.split("\n")) - {""}
         return found
 
     # -- writing ----------------------------------------------------------------------------
@@ -119,7 +118,8 @@ class History:
         if same is not None:  # back to a kept generation: no new number, no hook
             return NewGeneration(int(same["generation"]), new=False)
         before = self.dests(live) if live is not None else set()
-        dests = gen.dests_of(rows)
+        ordered = gen.dests_of(rows)
+        dests = set(ordered)
         now, then = gen.names_of(dests), gen.names_of(before)
         added, removed = tuple(sorted(now - then)), tuple(sorted(then - now))
         number = max(self.numbers(), default=0) + 1
@@ -130,7 +130,7 @@ class History:
         # Three writes, one flush (syncfs) for all of them: durable before the catalog changes.
         write = functools.partial(self.mirror.write_atomic, mode=0o600, durable=False)
         write(self.path(number, "catalog"), body)
-        write(self.path(number, "dests"), "".join(f"{d}\n" for d in sorted(dests)).encode())
+        write(self.path(number, "dests"), "".join(f"{d}\n" for d in ordered).encode())
         entry = {
             "generation": number,
             "published": published,
@@ -144,6 +144,7 @@ class History:
             syncfs(self.folder)
         except OSError as exc:
             raise storage_error(exc, self.folder, "flushing generation") from None
+        self._dests[number] = dests
         self.prune(keep=keep, live=number)
         return NewGeneration(number, added, removed)
 
@@ -171,8 +172,13 @@ class History:
 
 def extra_refs(history: History, referenced: Iterable[str]) -> list[str]:
     """Dests kept generations point to beyond `referenced` (what the files state publishes):
-    the garbage collector keeps these too. Small: only what changed across the kept ones."""
-    return sorted(history.kept_dests() - set(referenced))
+    the garbage collector keeps these too. Small: only what changed across the kept ones (so
+    each generation's difference is taken, never the union of them all)."""
+    refs = referenced if isinstance(referenced, AbstractSet) else set(referenced)
+    extra: set[str] = set()
+    for number in history.numbers():
+        extra.update(d for d in history.dests(number) if d not in refs)
+    return sorted(extra)
 
 
 class Publisher:
