@@ -256,7 +256,12 @@ class UpstreamRun:
     ) -> None:
         ctx, report = self.ctx, self.report
         inventory = await ctx.inventory()
-        plan = await self.in_thread(self._plan, body, inventory)
+        async with asyncio.TaskGroup() as group:
+            if fresh and not ctx.dry_run:
+                # Kept for re-planning on a 304 (its digest, saved with the state, vouches for
+                # it); written while the catalog is planned: I/O beside CPU work.
+                group.create_task(self.in_thread(self.mirror.save_upstream_copy, self.name, body))
+            plan = await self.in_thread(self._plan, body, inventory)
         report.dropped = len(plan.dropped)
         report.filtered = len(plan.filtered)
         refusal = "" if ctx.allow_shrink else shrink_refusal(plan, ctx.config.limits.max_shrink)
@@ -278,7 +283,7 @@ class UpstreamRun:
         missing_before = self.loaded.referenced - self.files.files.keys()
         ready = await self._materialise(plan)
         report.repaired = len(missing_before & ready)
-        changed, outcome = await self.in_thread(self._publish, plan, ready, body if fresh else None)
+        changed, outcome = await self.in_thread(self._publish, plan, ready)
         files = self.files
         files.published = outcome.published
         self.referenced = outcome.referenced
@@ -341,9 +346,7 @@ class UpstreamRun:
         )
         return plan
 
-    def _publish(
-        self, plan: Plan, ready: set[str], fresh_body: bytes | bytearray | None
-    ) -> tuple[bool, Any]:
+    def _publish(self, plan: Plan, ready: set[str]) -> tuple[bool, Any]:
         """Build the catalog from what is verified now and publish it (in a thread)."""
         files = self.files
         entries: dict[str, Any] = {}
@@ -359,8 +362,6 @@ class UpstreamRun:
                 kept_files=files.files.keys(),
                 encode_plus=self.store.plus_encoded,
             )
-            if fresh_body is not None:
-                self.mirror.save_upstream_copy(self.name, fresh_body)
             publisher = Publisher(
                 self.mirror, self.name, self.meta, self.ctx.config.keep_generations
             )

@@ -253,7 +253,7 @@ class Mirror:
     def write_atomic(
         self,
         dest: Path,
-        data: bytes | Iterable[bytes],
+        data: bytes | bytearray | Iterable[bytes],
         *,
         mode: int = 0o644,
         unless_equal: bool = False,
@@ -310,7 +310,7 @@ class Mirror:
         configuration, a repair) without fetching it again. Its digest in the state vouches
         for it, so it needs no fsync."""
         self.write_atomic(
-            self.upstream_copies / f"{upstream}.catalog", bytes(body), mode=0o600, durable=False
+            self.upstream_copies / f"{upstream}.catalog", body, mode=0o600, durable=False
         )
 
     def read_upstream_copy(self, upstream: str) -> bytes | None:
