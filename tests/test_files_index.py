@@ -91,6 +91,19 @@ def test_a_missing_file_falls_back_and_counts_as_missing(tmp_path: Path) -> None
     assert loaded.index is None and loaded.missing == 1 and dest not in loaded.files.files
 
 
+def test_a_published_dest_without_a_record_is_missing_per_the_index(tmp_path: Path) -> None:
+    """The index keeps what the catalog points to with no verified file (to download again)."""
+    mirror, files = mirror_with(tmp_path)
+    dest = sorted(files.files)[0]
+    del files.files[dest]
+    mirror.save_state("up", "files", files.to_doc())
+
+    loaded = load_files(mirror, FsStorage(mirror), "up", threading.Event())
+
+    assert loaded.index is not None and loaded.index.extra_refs == [dest]
+    assert loaded.missing == 1 and dest in loaded.referenced
+
+
 def test_a_state_rewritten_behind_eumirrors_back_is_parsed_not_the_index(tmp_path: Path) -> None:
     mirror, _ = mirror_with(tmp_path)
     path = mirror.state_path("up", "files")

@@ -82,7 +82,8 @@ class FilesIndex:
         if not all(isinstance(v, int | float) for v in removed.values()):
             return None
         referenced = bytes(map(refs.__contains__, files))
-        extra = sorted(refs.difference(files))
+        # Usually every published dest has its record: then the (costly) difference is empty.
+        extra = sorted(refs.difference(files)) if referenced.count(1) < len(refs) else []
         encoded = dests.encode()
 
         def finish(size: int, mtime_ns: int) -> bytes:
