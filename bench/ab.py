@@ -6,6 +6,8 @@ with all on, alternating runs (ABBA...) on the same nginx upstream and corpus.
 
 Measures (see eumirror/tuning.py) and the case each one is meant for:
   gc-freeze     the 100k-image catalog's 1 % change (plan and publish of large structures)
+  stat-check    the 100k-image catalog's no-op (sync --once's check of the files in two child
+                processes while it imports the engine)
   big-reads     big tarballs (1 MiB socket reads instead of asyncio's 256 KiB)
   worker-pool   small and big tarballs (lean worker threads instead of asyncio.to_thread)
   fdatasync     small and big tarballs: one fdatasync per download instead of one syncfs per
@@ -35,12 +37,14 @@ OFF = {
     "gc-freeze": {"EUMIRROR_BENCH_DISABLE": "gc-freeze"},
     "big-reads": {"EUMIRROR_BENCH_DISABLE": "big-reads"},
     "worker-pool": {"EUMIRROR_BENCH_DISABLE": "worker-pool"},
+    "stat-check": {"EUMIRROR_BENCH_DISABLE": "stat-check"},
     "fdatasync": {"EUMIRROR_BENCH_DURABILITY": "fdatasync"},
 }
 CASES = {
     "gc-freeze": ["catalog"],
     "big-reads": ["big"],
     "worker-pool": ["small", "big"],
+    "stat-check": ["noop"],
     "fdatasync": ["small", "big"],
 }
 
@@ -72,14 +76,36 @@ def files_case(
     return on, off
 
 
-def catalog_case(
-    binary: str, work: Path, corpus: Corpus, nginx: Nginx, env: dict[str, str], rounds: int
-) -> tuple[list[float], list[float]]:
+def synced(binary: str, work: Path, corpus: Corpus, nginx: Nginx) -> Path:
+    """A root holding the whole catalog corpus (one first sync, kept for the next cases)."""
     pristine = work / "catalog-synced"
     if not (pristine / "bench" / "catalog").exists():
         nginx.serve_catalog(corpus.catalog)
         shutil.rmtree(pristine, ignore_errors=True)
         run(binary, work, pristine, f"{nginx.url}/catalog", {}, "catalog-first")
+    return pristine
+
+
+def noop_case(
+    binary: str, work: Path, corpus: Corpus, nginx: Nginx, env: dict[str, str], rounds: int
+) -> tuple[list[float], list[float]]:
+    """Syncs of an unchanged catalog on the synced root (they change nothing on it)."""
+    pristine = synced(binary, work, corpus, nginx)
+    nginx.serve_catalog(corpus.catalog)
+    on: list[float] = []
+    off: list[float] = []
+    for rnd in range(rounds):
+        order = [("on", {}), ("off", env)] if rnd % 2 == 0 else [("off", env), ("on", {})]
+        for label, extra in order:
+            wall = run(binary, work, pristine, f"{nginx.url}/catalog", extra, f"n-{label}-{rnd}")
+            (on if label == "on" else off).append(wall)
+    return on, off
+
+
+def catalog_case(
+    binary: str, work: Path, corpus: Corpus, nginx: Nginx, env: dict[str, str], rounds: int
+) -> tuple[list[float], list[float]]:
+    pristine = synced(binary, work, corpus, nginx)
     nginx.serve_catalog(corpus.next_catalog)
     on: list[float] = []
     off: list[float] = []
@@ -91,6 +117,9 @@ def catalog_case(
             wall = run(binary, work, root, f"{nginx.url}/catalog", extra, f"c-{label}-{rnd}")
             (on if label == "on" else off).append(wall)
     return on, off
+
+
+CASE_RUNS = {"catalog": catalog_case, "noop": noop_case}
 
 
 def main() -> int:
@@ -114,11 +143,12 @@ def main() -> int:
     try:
         for measure_name in args.measures.split(","):
             for case in CASES[measure_name]:
-                if case not in corpora:
-                    corpora[case] = ensure(params_for(case, args.scale), args.corpus_dir)
-                corpus = corpora[case]
+                kind = "catalog" if case == "noop" else case
+                if kind not in corpora:
+                    corpora[kind] = ensure(params_for(kind, args.scale), args.corpus_dir)
+                corpus = corpora[kind]
                 with Nginx(nginx_binary, corpus.path) as nginx:
-                    do = catalog_case if case == "catalog" else files_case
+                    do = CASE_RUNS.get(case, files_case)
                     on, off = do(args.eumirror, work, corpus, nginx, OFF[measure_name], args.rounds)
                 m_on, m_off = statistics.median(on), statistics.median(off)
                 gain = (m_off - m_on) / m_off * 100

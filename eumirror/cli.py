@@ -18,6 +18,7 @@ from .core.config import Config, closest, config_path, load_config
 from .core.errors import ConfigError, EumirrorError
 from .engine.heap import keep_buffers_mapped
 from .log import FORMATS, LEVELS, configure, log
+from .tuning import enabled
 
 # Options every command takes, before or after its name; `name` and `catalog refresh` accept
 # --config and ignore it, so a wrapper can pass it to any command.
@@ -235,7 +236,7 @@ def dispatch(args: argparse.Namespace) -> int:
         only = selected(config, args.upstream)
         # The files are checked in child processes while the engine is imported.
         check = None
-        if config.s3 is None:
+        if config.s3 is None and enabled("stat-check"):
             from .storage.fs import start_stat_check
 
             check = start_stat_check(config.root, only or [u.name for u in config.upstreams])

@@ -2,9 +2,10 @@
 bench/healthz_latency.py for `short-switch`, the heavy phases' short GIL turns) only.
 
 Each measure in the hot path stays only with a measured gain; to measure it, the benchmark runs
-eumirror with it off (`EUMIRROR_BENCH_DISABLE=gc-freeze,big-reads,worker-pool,short-switch`) and
-on, side by side. `EUMIRROR_BENCH_DURABILITY=fdatasync` flushes each download on its own instead
-of one `syncfs` per batch, for the same comparison. Operators never need these.
+eumirror with it off and on, side by side (`EUMIRROR_BENCH_DISABLE=` any of gc-freeze,
+big-reads, worker-pool, short-switch, stat-check). `EUMIRROR_BENCH_DURABILITY=fdatasync`
+flushes each download on its own instead of one `syncfs` per batch, for the same comparison.
+Operators never need these.
 """
 
 from __future__ import annotations

@@ -246,3 +246,10 @@ def test_sync_once_takes_the_childrens_answer_and_still_repairs_damage(
     assert [(e["by"], e["verified"]) for e in checked] == [("stat_check", False)]
     assert repaired.returncode == 0 and server.requests("/a/1.tgz") == 1
     assert_published_verifies(mirror)
+
+    # The benchmark's switch (bench/ab.py stat-check): the run checks by itself.
+    alone = mirror.sync("--log-level", "debug", env={"EUMIRROR_BENCH_DISABLE": "stat-check"})
+
+    checked = [e for e in events(alone.stderr) if e["event"] == "files_checked"]
+    assert [(e["by"], e["verified"]) for e in checked] == [("run", True)]
+    assert alone.returncode == 0
