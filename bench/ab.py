@@ -24,6 +24,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from corpus import Corpus, ensure, params_for
@@ -59,21 +60,32 @@ def run(binary: str, work: Path, root: Path, url: str, env: dict[str, str], tag:
     return sample.wall
 
 
-def files_case(
-    binary: str, work: Path, corpus: Corpus, nginx: Nginx, env: dict[str, str], rounds: int
+def alternate(
+    rounds: int, env: dict[str, str], one: Callable[[str, int, dict[str, str]], float]
 ) -> tuple[list[float], list[float]]:
-    nginx.serve_catalog(corpus.catalog)
+    """`one(label, round, env)` with the measure on and off, in turns (on/off, off/on, ...)."""
     on: list[float] = []
     off: list[float] = []
     for rnd in range(rounds):
         order = [("on", {}), ("off", env)] if rnd % 2 == 0 else [("off", env), ("on", {})]
         for label, extra in order:
-            root = work / f"{corpus.params.kind}-{label}-{rnd}"
-            shutil.rmtree(root, ignore_errors=True)
-            wall = run(binary, work, root, f"{nginx.url}/catalog", extra, f"{label}-{rnd}")
-            (on if label == "on" else off).append(wall)
-            shutil.rmtree(root, ignore_errors=True)
+            (on if label == "on" else off).append(one(label, rnd, extra))
     return on, off
+
+
+def files_case(
+    binary: str, work: Path, corpus: Corpus, nginx: Nginx, env: dict[str, str], rounds: int
+) -> tuple[list[float], list[float]]:
+    nginx.serve_catalog(corpus.catalog)
+
+    def one(label: str, rnd: int, extra: dict[str, str]) -> float:
+        root = work / f"{corpus.params.kind}-{label}-{rnd}"
+        shutil.rmtree(root, ignore_errors=True)
+        wall = run(binary, work, root, f"{nginx.url}/catalog", extra, f"{label}-{rnd}")
+        shutil.rmtree(root, ignore_errors=True)
+        return wall
+
+    return alternate(rounds, env, one)
 
 
 def synced(binary: str, work: Path, corpus: Corpus, nginx: Nginx) -> Path:
@@ -92,14 +104,11 @@ def noop_case(
     """Syncs of an unchanged catalog on the synced root (they change nothing on it)."""
     pristine = synced(binary, work, corpus, nginx)
     nginx.serve_catalog(corpus.catalog)
-    on: list[float] = []
-    off: list[float] = []
-    for rnd in range(rounds):
-        order = [("on", {}), ("off", env)] if rnd % 2 == 0 else [("off", env), ("on", {})]
-        for label, extra in order:
-            wall = run(binary, work, pristine, f"{nginx.url}/catalog", extra, f"n-{label}-{rnd}")
-            (on if label == "on" else off).append(wall)
-    return on, off
+
+    def one(label: str, rnd: int, extra: dict[str, str]) -> float:
+        return run(binary, work, pristine, f"{nginx.url}/catalog", extra, f"n-{label}-{rnd}")
+
+    return alternate(rounds, env, one)
 
 
 def catalog_case(
@@ -107,16 +116,13 @@ def catalog_case(
 ) -> tuple[list[float], list[float]]:
     pristine = synced(binary, work, corpus, nginx)
     nginx.serve_catalog(corpus.next_catalog)
-    on: list[float] = []
-    off: list[float] = []
-    for rnd in range(rounds):
-        order = [("on", {}), ("off", env)] if rnd % 2 == 0 else [("off", env), ("on", {})]
-        for label, extra in order:
-            root = work / f"catalog-{label}-{rnd}"
-            subprocess.run(["cp", "-a", str(pristine), str(root)], check=True)
-            wall = run(binary, work, root, f"{nginx.url}/catalog", extra, f"c-{label}-{rnd}")
-            (on if label == "on" else off).append(wall)
-    return on, off
+
+    def one(label: str, rnd: int, extra: dict[str, str]) -> float:
+        root = work / f"catalog-{label}-{rnd}"
+        subprocess.run(["cp", "-a", str(pristine), str(root)], check=True)
+        return run(binary, work, root, f"{nginx.url}/catalog", extra, f"c-{label}-{rnd}")
+
+    return alternate(rounds, env, one)
 
 
 CASE_RUNS = {"catalog": catalog_case, "noop": noop_case}
