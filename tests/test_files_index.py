@@ -154,6 +154,17 @@ mirror, token, mode = Mirror(Path(sys.argv[1])), sys.argv[2], sys.argv[3]
 if mode == "thread":
     stop = threading.Event()
     threading.Thread(target=stop.wait, daemon=True).start()
+forked = []
+if mode == "forkfail":  # the second fork fails (no memory, a process limit)
+    real_fork = os.fork
+
+    def fork():
+        if forked:
+            raise OSError("no more processes")
+        forked.append(real_fork())
+        return forked[-1]
+
+    os.fork = fork
 check = StatCheck.start([mirror.check_job("up")])
 found = {"started": check is not None}
 if check is not None and mode == "close":
@@ -168,6 +179,11 @@ if check is not None and mode == "close":
 elif check is not None:
     found["answer"] = check.answer("up", token, threading.Event())
     check.close()
+if forked and forked[0]:
+    try:
+        os.waitpid(forked[0], os.WNOHANG)
+    except ChildProcessError:
+        found["first_reaped"] = True
 print(json.dumps(found))
 """
 
@@ -216,6 +232,12 @@ def test_no_answer_for_another_index_a_dirty_run_or_no_index(tmp_path: Path) -> 
 def test_no_fork_from_a_process_with_threads(tmp_path: Path) -> None:
     mirror, _ = mirror_with(tmp_path)
     assert check_in_child(mirror, "thread") == {"started": False}
+
+
+def test_no_answers_when_only_one_child_could_be_forked(tmp_path: Path) -> None:
+    """Half the files would go unchecked: the run checks by itself; the one child is reaped."""
+    mirror, _ = mirror_with(tmp_path)
+    assert check_in_child(mirror, "forkfail") == {"started": False, "first_reaped": True}
 
 
 def test_closing_early_stops_and_reaps_the_children(tmp_path: Path) -> None:

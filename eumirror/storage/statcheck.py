@@ -61,7 +61,7 @@ class StatCheck:
 
     @classmethod
     def start(cls, jobs: Sequence[Job], parts: int = PARTS) -> StatCheck | None:
-        """The children checking `jobs`, or None where none can be forked."""
+        """The children checking `jobs`, or None where they cannot all be forked."""
         if not jobs or threading.active_count() > 1:
             return None
         children: list[_Child] = []
@@ -80,7 +80,11 @@ class StatCheck:
                 _child(jobs, slice(part, None, parts), write, [c.fd for c in children] + [read])
             os.close(write)
             children.append(_Child(pid, read))
-        return cls(children) if children else None
+        check = cls(children)
+        if len(children) < parts:  # a share of the files would go unchecked: no answers
+            check.close()
+            return None
+        return check
 
     def answer(self, upstream: str, token: str, cancelled: _Flag) -> bool | None:
         """Whether every file of `upstream`'s index (the one with `token`) was found as
