@@ -13,6 +13,7 @@ could copy a lock some thread holds.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import signal
@@ -128,9 +129,10 @@ class StatCheck:
         for child in self.children:
             if child.reaped:
                 continue
-            if os.waitpid(child.pid, os.WNOHANG) == (0, 0):
-                os.kill(child.pid, signal.SIGKILL)  # still ours: not reaped, so not reused
-                os.waitpid(child.pid, 0)
+            with contextlib.suppress(ChildProcessError):  # reaped elsewhere: never signalled
+                if os.waitpid(child.pid, os.WNOHANG) == (0, 0):
+                    os.kill(child.pid, signal.SIGKILL)  # still ours: not reaped, so not reused
+                    os.waitpid(child.pid, 0)
             child.reaped = True
             os.close(child.fd)
 
