@@ -10,6 +10,7 @@ Methods without `async` block: the engine calls them from worker threads.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -75,7 +76,7 @@ class Storage(Protocol):
     """The state's stat index (`FilesIndex`) can vouch for what is published: a sync that
     changes nothing then never parses the state."""
 
-    def index_holds(self, upstream: str, index: FilesIndex, cancelled: Flag) -> bool:
+    def index_holds(self, upstream: str, index: FilesIndex, cancelled: threading.Event) -> bool:
         """Every file the index records is still the one verified."""
         ...
 

@@ -16,6 +16,7 @@ import filecmp
 import itertools
 import os
 import stat
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -639,17 +640,16 @@ class FsStorage:
     ) -> tuple[dict[str, list[Any]], list[tuple[str, list[Any]]]]:
         return still_verified(f"{self.root / upstream}/", records)
 
-    def index_holds(self, upstream: str, index: FilesIndex, cancelled: _Flag) -> bool:
+    def index_holds(self, upstream: str, index: FilesIndex, cancelled: threading.Event) -> bool:
         """Every file the index records is still the one verified (the answer of the check
         started before the imports, when there is one for this very index)."""
         from ..log import log
 
-        found = None
-        if self.stat_check is not None:
-            found = self.stat_check.answer(upstream, index.token, cancelled)
-        by = "run" if found is None else "stat_check"
+        check = self.stat_check
+        found = check.answer(upstream, index.token, cancelled) if check is not None else None
+        by = "stat_check"
         if found is None:
-            found = files_match(self.root / upstream, index)
+            by, found = "run", files_match(self.root / upstream, index)
         log.debug("files_checked", upstream=upstream, by=by, verified=found)
         return found
 

@@ -21,7 +21,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NoReturn, Protocol
+from typing import NoReturn
 
 import orjson
 
@@ -30,10 +30,6 @@ from .filesindex import files_match, read_index
 PARTS = 2
 """Child processes, each checking its share of every index: the parent's imports and two
 halves of the check share the two cores of a small frontend about evenly."""
-
-
-class _Flag(Protocol):
-    def is_set(self) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -87,7 +83,7 @@ class StatCheck:
             return None
         return check
 
-    def answer(self, upstream: str, token: str, cancelled: _Flag) -> bool | None:
+    def answer(self, upstream: str, token: str, cancelled: threading.Event) -> bool | None:
         """Whether every file of `upstream`'s index (the one with `token`) was found as
         verified; None when the children cannot say (check by yourself)."""
         with self._lock:
@@ -101,7 +97,7 @@ class StatCheck:
             return None
         return all(verdicts)
 
-    def _collect(self, cancelled: _Flag) -> list[dict[str, list[object]]]:
+    def _collect(self, cancelled: threading.Event) -> list[dict[str, list[object]]]:
         """Every child's answers (each writes one JSON object, then exits)."""
         found: list[dict[str, list[object]]] = []
         for child in self.children:
