@@ -256,12 +256,7 @@ class UpstreamRun:
     ) -> None:
         ctx, report = self.ctx, self.report
         inventory = await ctx.inventory()
-        async with asyncio.TaskGroup() as group:
-            if fresh and not ctx.dry_run:
-                # Kept for re-planning on a 304 (its digest, saved with the state, vouches for
-                # it); written while the catalog is planned: I/O beside CPU work.
-                group.create_task(self.in_thread(self.mirror.save_upstream_copy, self.name, body))
-            plan = await self.in_thread(self._plan, body, inventory)
+        plan = await self._plan_keeping_copy(body, inventory, fresh and not ctx.dry_run)
         report.dropped = len(plan.dropped)
         report.filtered = len(plan.filtered)
         refusal = "" if ctx.allow_shrink else shrink_refusal(plan, ctx.config.limits.max_shrink)
@@ -311,6 +306,24 @@ class UpstreamRun:
         generation = self.new_generation
         if generation is not None and generation.new and self.up.on_publish:
             report.hook_env = await self.in_thread(self._prepare_hook, generation)
+
+    async def _plan_keeping_copy(
+        self, body: bytes | bytearray, inventory: Any, keep_copy: bool
+    ) -> Plan:
+        """The plan; with `keep_copy`, the upstream's copy (for re-planning on a 304; its digest,
+        saved with the state, vouches for it) is written meanwhile: I/O beside CPU work. Both
+        threads end before this returns, whichever fails (a task group would cancel the other
+        task but not its thread, which would then outlive the run)."""
+        planning = self.in_thread(self._plan, body, inventory)
+        if not keep_copy:
+            return await planning
+        copying = self.in_thread(self.mirror.save_upstream_copy, self.name, body)
+        plan, copied = await asyncio.gather(planning, copying, return_exceptions=True)
+        for outcome in (plan, copied):
+            if isinstance(outcome, BaseException):
+                raise outcome
+        assert isinstance(plan, Plan)
+        return plan
 
     def _prepare_hook(self, generation: NewGeneration) -> dict[str, str]:
         """The hook's name lists for a new generation (never for a rollback or a return to a
