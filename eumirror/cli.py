@@ -3,22 +3,25 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import os
 import re
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from . import __version__
 from .core.config import Config, closest, config_path, load_config
 from .core.errors import ConfigError, EumirrorError
 from .engine.heap import keep_buffers_mapped
-from .log import FORMATS, LEVELS, configure, log
+from .logchoices import FORMATS, LEVELS
 from .tuning import enabled
+
+if TYPE_CHECKING:
+    from .storage.statcheck import StatCheck
 
 # Options every command takes, before or after its name; `name` and `catalog refresh` accept
 # --config and ignore it, so a wrapper can pass it to any command.
@@ -146,22 +149,60 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+@dataclass
+class Early:
+    """What `sync --once` reads and starts before importing structlog, asyncio and the engine:
+    its configuration (or the error reading it, reported once logging is set up) and the check
+    of the published files in child processes (`storage.statcheck`). The sooner the children
+    start, the more of their work overlaps the imports."""
+
+    config: Config | None = None
+    error: EumirrorError | None = None
+    check: StatCheck | None = None
+
+    @classmethod
+    def start(cls, args: argparse.Namespace) -> Early:
+        if args.command != "sync" or not (args.once or args.dry_run):
+            return cls()
+        try:
+            config = load_config(config_path(args.config))
+            only = selected(config, args.upstream)
+        except EumirrorError as exc:
+            return cls(error=exc)
+        if config.s3 is not None or not enabled("stat-check"):
+            return cls(config)
+        from .storage.fs import start_stat_check
+
+        names = only or [u.name for u in config.upstreams]
+        return cls(config, check=start_stat_check(config.root, names))
+
+    def close(self) -> None:
+        if self.check is not None:
+            self.check.close()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     keep_buffers_mapped()
+    early = Early.start(args)
     try:
-        configure(args.log_level or "info", fmt=args.log_format)
-    except EumirrorError as exc:  # a bad $EUMIRROR_LOG_FORMAT: no log to write it to yet
-        print(f"eumirror: {exc.line()}", file=sys.stderr)
-        return int(exc.exit_code)
-    try:
-        return int(dispatch(args))
-    except EumirrorError as exc:
-        log.error("failed", error=exc.line(), exit_code=int(exc.exit_code))
-        print(f"eumirror: {exc.line()}", file=sys.stderr)
-        return int(exc.exit_code)
-    except KeyboardInterrupt:
-        return 128 + signal.SIGINT
+        from .log import configure, log
+
+        try:
+            configure(args.log_level or "info", fmt=args.log_format)
+        except EumirrorError as exc:  # a bad $EUMIRROR_LOG_FORMAT: no log to write it to yet
+            print(f"eumirror: {exc.line()}", file=sys.stderr)
+            return int(exc.exit_code)
+        try:
+            return int(dispatch(args, early))
+        except EumirrorError as exc:
+            log.error("failed", error=exc.line(), exit_code=int(exc.exit_code))
+            print(f"eumirror: {exc.line()}", file=sys.stderr)
+            return int(exc.exit_code)
+        except KeyboardInterrupt:
+            return 128 + signal.SIGINT
+    finally:
+        early.close()
 
 
 def run() -> NoReturn:
@@ -196,7 +237,7 @@ def selected(config: Config, names: Sequence[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-def dispatch(args: argparse.Namespace) -> int:
+def dispatch(args: argparse.Namespace, early: Early | None = None) -> int:
     if args.command == "name":
         from .commands.publisher import print_names
 
@@ -209,8 +250,13 @@ def dispatch(args: argparse.Namespace) -> int:
             Path(args.dir) if args.dir else None,
             in_place=args.in_place,
         )
+    early = early or Early()
+    if early.error is not None:
+        raise early.error
     # `serve` serves what is under the root: it needs no upstream to mirror.
-    config = load_config(config_path(args.config), need_upstreams=args.command != "serve")
+    config = early.config or load_config(
+        config_path(args.config), need_upstreams=args.command != "serve"
+    )
     if args.command == "verify":
         from .commands.verify import verify_mirror
 
@@ -228,34 +274,26 @@ def dispatch(args: argparse.Namespace) -> int:
         from .commands.report import show_status
 
         return show_status(config, as_json=args.json)
+    import asyncio
+
     if args.command == "serve":
         from .service.serve import run_serve
 
         return asyncio.run(run_serve(config))
     if args.once or args.dry_run:
         only = selected(config, args.upstream)
-        # The files are checked in child processes while the engine is imported.
-        check = None
-        if config.s3 is None and enabled("stat-check"):
-            from .storage.fs import start_stat_check
+        from .commands.once import sync_once
 
-            check = start_stat_check(config.root, only or [u.name for u in config.upstreams])
-        try:
-            from .commands.once import sync_once
-
-            return run_until_signal(
-                lambda: sync_once(
-                    config,
-                    dry_run=args.dry_run,
-                    allow_shrink=args.allow_shrink,
-                    metrics_file=Path(args.metrics_file) if args.metrics_file else None,
-                    only=only,
-                    stat_check=check,
-                )
+        return run_until_signal(
+            lambda: sync_once(
+                config,
+                dry_run=args.dry_run,
+                allow_shrink=args.allow_shrink,
+                metrics_file=Path(args.metrics_file) if args.metrics_file else None,
+                only=only,
+                stat_check=early.check,
             )
-        finally:
-            if check is not None:
-                check.close()
+        )
     from .service.daemon import run_daemon
 
     return asyncio.run(run_daemon(config, config_path(args.config)))
@@ -263,6 +301,9 @@ def dispatch(args: argparse.Namespace) -> int:
 
 def run_until_signal(make: Callable[[], Awaitable[int]]) -> int:
     """Run a coroutine; SIGTERM/SIGINT cancel it (it cleans up) and exit 128 + the signal."""
+    import asyncio
+
+    from .log import log
 
     async def guarded() -> int:
         loop = asyncio.get_running_loop()

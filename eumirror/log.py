@@ -17,10 +17,9 @@ from typing import Any, TextIO
 import structlog
 
 from .core.errors import ConfigError
+from .logchoices import FORMATS
 
 log: Any = structlog.get_logger("eumirror")
-LEVELS = ("debug", "info", "warning", "error")
-FORMATS = ("console", "json", "journal")
 FORMAT_VARIABLE = "EUMIRROR_LOG_FORMAT"
 # syslog(3) priorities, as sd-daemon(3) prefixes: the journal strips them and keeps the level.
 PRIORITY = {"debug": 7, "info": 6, "warning": 4, "error": 3, "critical": 2, "exception": 3}

@@ -275,3 +275,43 @@ def test_sync_once_takes_the_childrens_answer_and_still_repairs_damage(
     checked = [e for e in events(alone.stderr) if e["event"] == "files_checked"]
     assert [(e["by"], e["verified"]) for e in checked] == [("run", True)]
     assert alone.returncode == 0
+
+
+EARLY = """
+import json, sys
+from eumirror import cli
+from eumirror.storage import statcheck
+
+seen = {}
+start = statcheck.StatCheck.start.__func__
+
+def spy(cls, jobs, parts=statcheck.PARTS):
+    seen["heavy"] = sorted(m for m in ("asyncio", "structlog", "aiohttp") if m in sys.modules)
+    seen["upstreams"] = [job.upstream for job in jobs]
+    return start(cls, jobs, parts)
+
+statcheck.StatCheck.start = classmethod(spy)
+code = cli.main(sys.argv[1:])
+print(json.dumps(seen | {"code": code}))
+"""
+
+
+def test_sync_once_starts_the_check_before_its_heavy_imports(
+    upstream: Upstream, mirror: CliMirror
+) -> None:
+    """The sooner the children fork, the more of their lstats overlap the imports: they start
+    once the configuration is read, before structlog, asyncio and aiohttp are imported."""
+    upstream.add("a/0.tgz", tarball(0))
+    upstream.write()
+    assert mirror.sync().returncode == 0
+    args = ["--config", str(mirror.config), "sync", "--once"]
+
+    done = subprocess.run(
+        [sys.executable, "-c", EARLY, *args], capture_output=True, text=True, check=False
+    )
+
+    assert json.loads(done.stdout.splitlines()[-1]) == {
+        "heavy": [],
+        "upstreams": ["up"],
+        "code": 0,
+    }, done.stderr
