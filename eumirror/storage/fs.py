@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import errno
 import fcntl
 import filecmp
@@ -33,7 +32,8 @@ from .statefile import iter_chunked, loads_chunked
 
 STATE_FORMAT = 1
 _SCRATCH = itertools.count()
-_LIBC = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True) if os.name == "posix" else None
+# The C library the interpreter runs on (find_library would run `ldconfig -p` at every start).
+_LIBC = ctypes.CDLL(None, use_errno=True) if os.name == "posix" else None
 WORK = ".eumirror"
 
 
@@ -264,7 +264,8 @@ class Mirror:
 
         `data` may be a stream of chunks, so a large catalog is never held whole in memory. With
         `unless_equal`, a `dest` that already holds these bytes is left alone (returns False).
-        Not `durable`: no fsyncs, for copies whose loss only costs a refetch.
+        Not `durable`: no fsyncs, for copies whose loss only costs a refetch, or files flushed
+        together later; their writeback starts at once all the same.
         """
         tmp = self.scratch(dest.name)
         try:
@@ -282,6 +283,8 @@ class Mirror:
                     return False
                 if durable:
                     os.fsync(f.fileno())
+                else:  # on its way to disk now: a later flush (any fsync) need not wait for it
+                    start_writeback(f.fileno(), 0, 0)
             os.rename(tmp, dest)
             if durable:
                 fsync_dir(dest.parent)
