@@ -184,25 +184,31 @@ class Early:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     keep_buffers_mapped()
-    early = Early.start(args)
+    early = Early()
     try:
-        from .log import configure, log
-
-        try:
-            configure(args.log_level or "info", fmt=args.log_format)
-        except EumirrorError as exc:  # a bad $EUMIRROR_LOG_FORMAT: no log to write it to yet
-            print(f"eumirror: {exc.line()}", file=sys.stderr)
-            return int(exc.exit_code)
-        try:
-            return int(dispatch(args, early))
-        except EumirrorError as exc:
-            log.error("failed", error=exc.line(), exit_code=int(exc.exit_code))
-            print(f"eumirror: {exc.line()}", file=sys.stderr)
-            return int(exc.exit_code)
-        except KeyboardInterrupt:
-            return 128 + signal.SIGINT
+        early = Early.start(args)
+        return logged(args, early)
+    except KeyboardInterrupt:
+        return 128 + signal.SIGINT
     finally:
         early.close()
+
+
+def logged(args: argparse.Namespace, early: Early) -> int:
+    """The command, with logging set up and an expected error as one line and its exit code."""
+    from .log import configure, log
+
+    try:
+        configure(args.log_level or "info", fmt=args.log_format)
+    except EumirrorError as exc:  # a bad $EUMIRROR_LOG_FORMAT: no log to write it to yet
+        print(f"eumirror: {exc.line()}", file=sys.stderr)
+        return int(exc.exit_code)
+    try:
+        return int(dispatch(args, early))
+    except EumirrorError as exc:
+        log.error("failed", error=exc.line(), exit_code=int(exc.exit_code))
+        print(f"eumirror: {exc.line()}", file=sys.stderr)
+        return int(exc.exit_code)
 
 
 def run() -> NoReturn:
