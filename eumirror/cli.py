@@ -157,6 +157,8 @@ class Early:
     start, the more of their work overlaps the imports."""
 
     config: Config | None = None
+    only: tuple[str, ...] = ()
+    """The --upstream names, checked against the configuration."""
     error: EumirrorError | None = None
     check: StatCheck | None = None
 
@@ -170,11 +172,11 @@ class Early:
         except EumirrorError as exc:
             return cls(error=exc)
         if config.s3 is not None or not enabled("stat-check"):
-            return cls(config)
+            return cls(config, only)
         from .storage.fs import start_stat_check
 
         names = only or [u.name for u in config.upstreams]
-        return cls(config, check=start_stat_check(config.root, names))
+        return cls(config, only, check=start_stat_check(config.root, names))
 
     def close(self) -> None:
         if self.check is not None:
@@ -243,7 +245,7 @@ def selected(config: Config, names: Sequence[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-def dispatch(args: argparse.Namespace, early: Early | None = None) -> int:
+def dispatch(args: argparse.Namespace, early: Early) -> int:
     if args.command == "name":
         from .commands.publisher import print_names
 
@@ -256,7 +258,6 @@ def dispatch(args: argparse.Namespace, early: Early | None = None) -> int:
             Path(args.dir) if args.dir else None,
             in_place=args.in_place,
         )
-    early = early or Early()
     if early.error is not None:
         raise early.error
     # `serve` serves what is under the root: it needs no upstream to mirror.
@@ -286,8 +287,7 @@ def dispatch(args: argparse.Namespace, early: Early | None = None) -> int:
         from .service.serve import run_serve
 
         return asyncio.run(run_serve(config))
-    if args.once or args.dry_run:
-        only = selected(config, args.upstream)
+    if args.once or args.dry_run:  # its configuration and --upstream were read by `Early`
         from .commands.once import sync_once
 
         return run_until_signal(
@@ -296,7 +296,7 @@ def dispatch(args: argparse.Namespace, early: Early | None = None) -> int:
                 dry_run=args.dry_run,
                 allow_shrink=args.allow_shrink,
                 metrics_file=Path(args.metrics_file) if args.metrics_file else None,
-                only=only,
+                only=early.only,
                 stat_check=early.check,
             )
         )
