@@ -19,6 +19,7 @@ Prints, per measure and case, the median wall time with and without it and the g
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import shutil
 import statistics
@@ -98,34 +99,33 @@ def synced(binary: str, work: Path, corpus: Corpus, nginx: Nginx) -> Path:
     return pristine
 
 
-def noop_case(
-    binary: str, work: Path, corpus: Corpus, nginx: Nginx, env: dict[str, str], rounds: int
-) -> tuple[list[float], list[float]]:
-    """Syncs of an unchanged catalog on the synced root (they change nothing on it)."""
-    pristine = synced(binary, work, corpus, nginx)
-    nginx.serve_catalog(corpus.catalog)
-
-    def one(label: str, rnd: int, extra: dict[str, str]) -> float:
-        return run(binary, work, pristine, f"{nginx.url}/catalog", extra, f"n-{label}-{rnd}")
-
-    return alternate(rounds, env, one)
-
-
 def catalog_case(
-    binary: str, work: Path, corpus: Corpus, nginx: Nginx, env: dict[str, str], rounds: int
+    binary: str,
+    work: Path,
+    corpus: Corpus,
+    nginx: Nginx,
+    env: dict[str, str],
+    rounds: int,
+    *,
+    change: bool = True,
 ) -> tuple[list[float], list[float]]:
+    """Syncs of the next catalog version, each on a fresh copy of the synced root; without
+    `change`, syncs of the same catalog on the synced root itself (they change nothing)."""
     pristine = synced(binary, work, corpus, nginx)
-    nginx.serve_catalog(corpus.next_catalog)
+    nginx.serve_catalog(corpus.next_catalog if change else corpus.catalog)
+    kind = "c" if change else "n"
 
     def one(label: str, rnd: int, extra: dict[str, str]) -> float:
-        root = work / f"catalog-{label}-{rnd}"
-        subprocess.run(["cp", "-a", str(pristine), str(root)], check=True)
-        return run(binary, work, root, f"{nginx.url}/catalog", extra, f"c-{label}-{rnd}")
+        root = pristine
+        if change:
+            root = work / f"catalog-{label}-{rnd}"
+            subprocess.run(["cp", "-a", str(pristine), str(root)], check=True)
+        return run(binary, work, root, f"{nginx.url}/catalog", extra, f"{kind}-{label}-{rnd}")
 
     return alternate(rounds, env, one)
 
 
-CASE_RUNS = {"catalog": catalog_case, "noop": noop_case}
+CASE_RUNS = {"catalog": catalog_case, "noop": functools.partial(catalog_case, change=False)}
 
 
 def main() -> int:
