@@ -21,7 +21,7 @@ CATALOG_VERSION = "eustore-catalog-2011-12-29"
 UTF8_BOM = b"\xef\xbb\xbf"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: see plan.Step
 class Image:
     """A well-formed image entry; `fields` is the upstream object exactly as parsed."""
 

@@ -24,8 +24,12 @@ class Action(enum.StrEnum):
     FAIL = "fail"  # malformed or forbidden entry
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Step:
+    """What one sync does for one image. A value: never changed once made (`replace` makes
+    another). Not declared frozen because a frozen dataclass's `__init__` sets each field
+    through `object.__setattr__`: 2.9 us a step against 0.55 us, 0.23 s for a 100k-image plan."""
+
     index: int
     action: Action
     reason: str
