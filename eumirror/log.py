@@ -93,3 +93,12 @@ def configure(
         cache_logger_on_first_use=False,
     )
     return chosen
+
+
+def debug_enabled() -> bool:
+    """Whether debug events are written (asked once by a caller with a per-item event: with
+    them filtered, building the event's fields is the only cost left, and it is not free)."""
+    import logging
+
+    probe = log.bind()
+    return not hasattr(probe, "is_enabled_for") or bool(probe.is_enabled_for(logging.DEBUG))

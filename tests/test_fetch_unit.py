@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from aiohttp.abc import ResolveResult
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from eumirror.net.channel import _authority
 from eumirror.net.fetch import retry_after_seconds, settled
 from eumirror.net.proxy import Route, bypassed, for_upstream, from_environment, parse_route
 from eumirror.net.resolver import AddressRefused, TrustResolver
@@ -139,3 +144,32 @@ def test_an_unusable_proxy_variable_is_named_without_its_value() -> None:
     assert str(caught.value) == "$https_proxy: only http:// proxies are supported"
     with pytest.raises(ValueError, match=r"\$ALL_PROXY: the proxy's port"):
         from_environment({"ALL_PROXY": "http://u:hunter2@p:99999"})
+
+
+@settings(max_examples=800, deadline=None)
+@given(
+    st.sampled_from(["http", "https", "HTTP", "file", ""]),
+    st.sampled_from(["", "//"]),
+    st.text(alphabet="abcXYZ019.-_~:@[]%!$&'()*+,;=", max_size=30),
+    st.text(alphabet="abc/?#=&.%:@", max_size=20),
+)
+def test_the_authority_parsed_once_agrees_with_urlsplit(
+    scheme: str, slashes: str, authority: str, rest: str
+) -> None:
+    """admit() parses only the part of an url before its path (cached: every image of an
+    upstream shares it); what it reads must be what urlsplit reads from the whole url."""
+    url = f"{scheme}:{slashes}{authority}{rest}" if scheme else f"{slashes}{authority}{rest}"
+    try:
+        whole = urlsplit(url)
+        expected: Any = (whole.scheme, whole.netloc, (whole.hostname or "").lower().rstrip("."))
+    except ValueError:
+        expected = ValueError
+    try:
+        parts, host = _authority(url)
+        got: Any = (parts.scheme, parts.netloc, host)
+    except ValueError:
+        got = ValueError
+    assert got == expected
+    if expected is not ValueError:
+        with contextlib.suppress(ValueError):
+            assert parts.port == whole.port

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from eumirror.engine.workers import in_worker
+from eumirror.engine.workers import in_worker, submit
 
 where: contextvars.ContextVar[str] = contextvars.ContextVar("where", default="unset")
 
@@ -51,3 +51,24 @@ async def test_a_cancelled_caller_leaves_the_workers_serving() -> None:
         await task
     release.set()
     assert await in_worker(str, 7) == "7"
+
+
+async def test_a_submitted_job_runs_to_its_end_when_its_waiter_is_cancelled() -> None:
+    """`submit` is how a download keeps its sealing job in view: a cancelled waiter stops
+    waiting, but the job is never cancelled under the file it owns, and settles after."""
+    started, release = threading.Event(), threading.Event()
+
+    def job() -> str:
+        started.set()
+        release.wait(10)
+        return "done"
+
+    future = submit(job)
+    waiter = asyncio.ensure_future(asyncio.shield(future))
+    await asyncio.to_thread(started.wait, 10)
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert not future.done()
+    release.set()
+    assert await future == "done"

@@ -29,7 +29,7 @@ from ..storage.fs import FileDigest, start_writeback, storage_error
 from ..tuning import PER_FILE_FLUSH
 from .budget import SpaceBudget
 from .directio import DiskWriter
-from .workers import in_worker
+from .workers import in_worker, submit
 
 WRITEBACK_STEP = 8 << 20
 """Start writing a download to disk every this many bytes (see store.start_writeback)."""
@@ -71,7 +71,6 @@ class PartialFile:
         self.max_bytes = max_bytes
         self._on_length = on_length
         """Told the bytes a response announces, once per download (progress: bytes planned)."""
-        self.meta_path = path.with_suffix(".json")
         self.offset = 0
         """Bytes accepted: hashed and written, or held for finish()."""
         self._exists = exists
@@ -96,6 +95,12 @@ class PartialFile:
         """A second, buffered descriptor while the download is split: segments are written
         at their offsets through it and read back through it to be hashed."""
         self._segment_lock = threading.Lock()
+
+    @property
+    def meta_path(self) -> Path:
+        """The resume validators beside the partial (built when needed: most downloads never
+        keep any, and each path costs the event loop)."""
+        return self.path.with_suffix(".json")
 
     async def open(self) -> Validators:
         """Reopen a kept partial, re-hashing its prefix so it can be resumed.
@@ -204,10 +209,10 @@ class PartialFile:
         (O_DIRECT writes wait for the device) overlaps the next batch's md5."""
         self._accept(chunks)
         chunks = self._take_held() + chunks
-        hashing = asyncio.ensure_future(in_worker(self._hash, chunks))
+        hashing = submit(self._hash, chunks)
         try:
             await self.drain()
-            self._storing = asyncio.ensure_future(in_worker(self._store, chunks))
+            self._storing = submit(self._store, chunks)
         finally:
             await asyncio.wait([hashing])
         hashing.result()
@@ -426,7 +431,7 @@ class PartialFile:
             digest = self.finish(expected_name)
             return digest, then()
 
-        running: asyncio.Future[tuple[FileDigest, T]] = asyncio.ensure_future(in_worker(job))
+        running = submit(job)
         self._job = running
         result = await asyncio.shield(running)
         self._job = None

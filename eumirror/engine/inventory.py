@@ -17,6 +17,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -223,9 +224,10 @@ def collect_garbage(
     return deleted
 
 
-def clean_partials(mirror: Mirror, upstream: str, *, keep: set[Path]) -> None:
+def clean_partials(mirror: Mirror, upstream: str, *, keep: AbstractSet[str]) -> None:
     """Drop the upstream's partial downloads nobody will resume (not planned now, or very old),
-    and old quarantined files. Each upstream has its own folder, whatever its name."""
+    and old quarantined files. Each upstream has its own folder, whatever its name; `keep`
+    holds the file names (`<key>.part`) of this run's downloads."""
     now = time.time()
     _sweep(mirror.partial_dir(upstream), keep=keep, older_than=0.0, now=now)
     _sweep(
@@ -244,14 +246,14 @@ def clean_stale_partials(mirror: Mirror) -> None:
                 _remove_if_old(entry, STALE_PARTIAL_SECONDS, now)
 
 
-def _sweep(folder: Path, *, keep: set[Path], older_than: float, now: float) -> None:
+def _sweep(folder: Path, *, keep: AbstractSet[str], older_than: float, now: float) -> None:
     try:
         entries = list(os.scandir(folder))
     except OSError:
         return
     for entry in entries:
-        path = Path(entry.path)
-        if path in keep or path.with_suffix(".part") in keep:
+        name = entry.name
+        if name in keep or f"{name.rpartition('.')[0] or name}.part" in keep:  # its .json too
             continue
         _remove_if_old(entry, older_than, now)
 

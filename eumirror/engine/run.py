@@ -21,7 +21,6 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
@@ -47,7 +46,7 @@ from ..core.plan import (
 )
 from ..core.policy import redact
 from ..core.reconcile import Published, catalog_matches, published_fingerprint, rebuild_reason
-from ..log import log
+from ..log import debug_enabled, log
 from ..net.fetch import CatalogFetch, Validators
 from ..net.messages import MAX_LINE, shorten
 from ..storage.base import Download, DownloadOptions
@@ -88,6 +87,7 @@ class UpstreamRun:
         self.store = ctx.storage
         self.report = UpstreamReport(upstream.name, started=ctx.clock())
         self.bound = log.bind(upstream=upstream.name)
+        self.debug = debug_enabled()
         self.meta: dict[str, Any] = {}
         self.loaded: Loaded | None = None
         self._loading: asyncio.Task[Loaded] | None = None
@@ -97,7 +97,8 @@ class UpstreamRun:
         """dest -> why that image failed in this run."""
         self.kinds: Counter[str] = Counter()
         """Kinds of failure that may hit many images (no space): counted for one summary."""
-        self.active_partials: set[Path] = set()
+        self.active_partials: set[str] = set()
+        """File names (in the upstream's partial folder) of this run's downloads."""
         self.kept_partials: frozenset[str] = frozenset()
         self.meta_read = False
         self.body_sha = ""
@@ -521,8 +522,7 @@ class UpstreamRun:
         ctx, report = self.ctx, self.report
         key = hashlib.sha1(step.source_url.encode(), usedforsecurity=False).hexdigest()[:16]
         key = f"{step.name}.{key}"
-        path = self.mirror.partial_dir(self.name) / f"{key}.part"
-        self.active_partials.add(path)
+        self.active_partials.add(f"{key}.part")
         partial = self.store.new_download(
             self.name, step.dest, key, kept=self.kept_partials, options=self.download_options
         )
@@ -560,6 +560,7 @@ class UpstreamRun:
                 return None
             except OSError as exc:
                 partial.discard()
+                path = self.mirror.partial_dir(self.name) / f"{key}.part"
                 self._image_failed(step, storage_error(exc, path, "downloading into"))
                 return None
             except BaseException:
@@ -567,15 +568,16 @@ class UpstreamRun:
                 raise
         report.downloaded_bytes += digest.size - resumed
         ctx.progress.files_done += 1
-        self.bound.debug(  # one line per tarball would flood the journal on a first sync
-            "image_downloaded",
-            image=step.name,
-            url=redact(step.source_url),
-            bytes=digest.size,
-            resumed_from=resumed or None,
-            duration=round(time.monotonic() - began, 3),
-            result="verified",
-        )
+        if self.debug:  # one line per tarball would flood the journal on a first sync
+            self.bound.debug(
+                "image_downloaded",
+                image=step.name,
+                url=redact(step.source_url),
+                bytes=digest.size,
+                resumed_from=resumed or None,
+                duration=round(time.monotonic() - began, 3),
+                result="verified",
+            )
         return Fetched(step, partial, digest, final)
 
     def _check_file_image(self, url: str) -> None:

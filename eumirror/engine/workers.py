@@ -33,13 +33,20 @@ SIZE = min(32, (os.cpu_count() or 1) + 4)
 
 async def in_worker(func: Callable[..., T], /, *args: Any) -> T:
     """Run func(*args) in a worker thread (in this context, like asyncio.to_thread)."""
+    return await submit(func, *args)
+
+
+def submit(func: Callable[..., T], /, *args: Any) -> asyncio.Future[T]:
+    """Start func(*args) in a worker thread; the future settles when it returns. Nothing
+    cancels the job: cancelling the future only stops waiting for it. Cheaper than wrapping
+    `in_worker` in a task (`ensure_future`) where a job must be kept in view on its own."""
     if not _POOL:
-        return await asyncio.to_thread(func, *args)
+        return asyncio.ensure_future(asyncio.to_thread(func, *args))
     _start()
     future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
     context = contextvars.copy_context()
     _jobs.put((future, lambda: context.run(func, *args)))
-    return await future
+    return future
 
 
 def _start() -> None:

@@ -30,7 +30,7 @@ from prometheus_client.registry import Collector
 
 from ..core.config import UPSTREAM_NAME, Config, Serve
 from ..core.errors import ConfigError, EumirrorError
-from ..log import log
+from ..log import debug_enabled, log
 from .conditional import decide, http_date
 from .paths import NAME, Route, route
 from .sendfile import Outcome, Sender
@@ -77,7 +77,7 @@ class ContentApp:
         self.real_root = os.path.realpath(root)
         self.send_timeout = send_timeout
         self.counters = counters
-        self.debug = _debug_enabled()
+        self.debug = debug_enabled()
         self.sender = Sender(send_timeout)
         self._root_fd = -1
         self._etags: dict[tuple[int, ...], str] = {}
@@ -312,14 +312,6 @@ def _hash_fd(fd: int) -> str:
 
 def _not_found() -> web.Response:
     return web.Response(status=404, text="not found\n")
-
-
-def _debug_enabled() -> bool:
-    """Whether the access log is on (asked once: filtered levels cost nothing per request)."""
-    import logging
-
-    probe = log.bind()
-    return not hasattr(probe, "is_enabled_for") or bool(probe.is_enabled_for(logging.DEBUG))
 
 
 class _Busy(asyncio.Protocol):

@@ -142,6 +142,7 @@ class Mirror:
         self.state_dir = self.work / "state"
         self.upstream_copies = self.work / "upstream"
         self.lock_path = self.work / "lock"
+        self._partial_dirs: dict[str, Path] = {}
 
     # -- set-up -----------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -180,8 +181,12 @@ class Mirror:
 
     def partial_dir(self, upstream: str) -> Path:
         """Partial downloads of one upstream: its own folder, so no name can be mistaken for
-        another upstream's (dots are allowed in upstream names)."""
-        return self.partial / upstream
+        another upstream's (dots are allowed in upstream names). Asked once per download, on
+        the event loop: built once per upstream."""
+        found = self._partial_dirs.get(upstream)
+        if found is None:
+            found = self._partial_dirs[upstream] = self.partial / upstream
+        return found
 
     def prepare_upstream(self, upstream: str) -> None:
         """`<U>/images/` (0755) and the upstream's partial folder exist; nothing leads outside."""
