@@ -26,7 +26,7 @@ from ..core.plan import Inventory
 from ..log import log
 from ..storage.base import Storage
 from ..storage.filesindex import FilesIndex
-from ..storage.fs import Cancelled, Files, Mirror
+from ..storage.fs import Cancelled, Files, Mirror, partial_name
 from .gcpause import paused_gc
 
 STALE_PARTIAL_SECONDS = 7 * 86400
@@ -253,7 +253,7 @@ def _sweep(folder: Path, *, keep: AbstractSet[str], older_than: float, now: floa
         return
     for entry in entries:
         name = entry.name
-        if name in keep or f"{name.rpartition('.')[0] or name}.part" in keep:  # its .json too
+        if name in keep or partial_name(os.path.splitext(name)[0]) in keep:  # its .json too
             continue
         _remove_if_old(entry, older_than, now)
 

@@ -50,7 +50,7 @@ from ..log import debug_enabled, log
 from ..net.fetch import CatalogFetch, Validators
 from ..net.messages import MAX_LINE, shorten
 from ..storage.base import Download, DownloadOptions
-from ..storage.fs import FileDigest, Files, storage_error
+from ..storage.fs import FileDigest, Files, partial_name, storage_error
 from .context import RunContext
 from .gcpause import freeze_survivors, paused_gc, short_gil_turns
 from .history import NewGeneration, Publisher, follow_keep, history_refs, pinned
@@ -522,7 +522,7 @@ class UpstreamRun:
         ctx, report = self.ctx, self.report
         key = hashlib.sha1(step.source_url.encode(), usedforsecurity=False).hexdigest()[:16]
         key = f"{step.name}.{key}"
-        self.active_partials.add(f"{key}.part")
+        self.active_partials.add(partial_name(key))
         partial = self.store.new_download(
             self.name, step.dest, key, kept=self.kept_partials, options=self.download_options
         )
@@ -560,7 +560,7 @@ class UpstreamRun:
                 return None
             except OSError as exc:
                 partial.discard()
-                path = self.mirror.partial_dir(self.name) / f"{key}.part"
+                path = self.mirror.partial_path(self.name, key)
                 self._image_failed(step, storage_error(exc, path, "downloading into"))
                 return None
             except BaseException:

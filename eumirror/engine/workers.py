@@ -37,9 +37,10 @@ async def in_worker(func: Callable[..., T], /, *args: Any) -> T:
 
 
 def submit(func: Callable[..., T], /, *args: Any) -> asyncio.Future[T]:
-    """Start func(*args) in a worker thread; the future settles when it returns. Nothing
-    cancels the job: cancelling the future only stops waiting for it. Cheaper than wrapping
-    `in_worker` in a task (`ensure_future`) where a job must be kept in view on its own."""
+    """Start func(*args) in a worker thread; the future settles when it returns. The job runs
+    to its end whatever happens to the future, so never cancel the future itself (it would look
+    done while the job still runs): wait for it through `asyncio.shield` or `asyncio.wait`. For
+    a job that must be kept in view on its own, cheaper than a task around `in_worker`."""
     if not _POOL:
         return asyncio.ensure_future(asyncio.to_thread(func, *args))
     _start()

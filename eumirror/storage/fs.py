@@ -131,6 +131,12 @@ _UMASK = _umask()
 """Read once at import (not thread-safe to read later): modes are only fixed when it strips."""
 
 
+def partial_name(key: str) -> str:
+    """The file name of a partial download in its upstream's partial folder (its resume
+    validators sit beside it, the same stem with `.json`)."""
+    return f"{key}.part"
+
+
 class Mirror:
     """Paths of one mirror root and the operations that keep its promises."""
 
@@ -187,6 +193,10 @@ class Mirror:
         if found is None:
             found = self._partial_dirs[upstream] = self.partial / upstream
         return found
+
+    def partial_path(self, upstream: str, key: str) -> Path:
+        """Where the download with this resume key is written until it is verified."""
+        return self.partial_dir(upstream) / partial_name(key)
 
     def prepare_upstream(self, upstream: str) -> None:
         """`<U>/images/` (0755) and the upstream's partial folder exist; nothing leads outside."""
@@ -589,7 +599,7 @@ class FsStorage:
     ) -> Any:
         from ..engine.download import PartialFile  # the engine's; imported late (a cycle)
 
-        path = self.mirror.partial_dir(upstream) / f"{key}.part"
+        path = self.mirror.partial_path(upstream, key)
         return PartialFile(
             path,
             options.budget,
