@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 from conftest import Mirror, Upstream, run_cli, tarball
 from faultserver import ThreadedFaultServer
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 from test_daemon import Daemon, daemon_config, daemons  # noqa: F401 (a fixture)
 from test_sync_e2e import assert_published_verifies
@@ -77,11 +79,36 @@ def test_each_changed_publish_is_a_generation(upstream: Upstream, mirror: Mirror
     ]
     assert [r["live"] for r in rows] == [False, False, True]
     assert all(r["published"].endswith("Z") for r in rows)
+    # the rebuilds that made no generation wrote its stored form, found it live, removed it
+    kept = sorted(p.name for p in (mirror.root / ".eumirror" / "history" / "up").iterdir())
+    assert kept == [f"{n}.{kind}" for n in (1, 2, 3) for kind in ("catalog", "dests")] + [
+        "index.json"
+    ]
     text = cli(mirror, "history", "up")
     assert text.returncode == 0
     lines = text.stdout.splitlines()
     assert len(lines) == 4 and lines[-1].split()[0] == "3" and "live" in lines[-1]
     assert "live" not in lines[1]
+
+
+def test_a_catalog_back_to_a_kept_generation_makes_no_new_one(
+    upstream: Upstream, mirror: Mirror
+) -> None:
+    """An upstream that goes back to what generation 1 published makes generation 1 live again:
+    no new number, no stray stored form."""
+    upstream.add("a.tgz", tarball(1))
+    upstream.write()
+    synced(mirror)
+    b = upstream.add("b.tgz", tarball(2))
+    upstream.write()
+    synced(mirror)
+    upstream.images.remove(b)
+    upstream.write()
+    synced(mirror)
+    rows = history(mirror)
+    assert [(r["generation"], r["live"]) for r in rows] == [(1, True), (2, False)]
+    folder = mirror.root / ".eumirror" / "history" / "up"
+    assert not (folder / "3.catalog").exists()
 
 
 def test_old_generations_keep_their_tarballs(upstream: Upstream, mirror: Mirror) -> None:
@@ -318,6 +345,40 @@ def test_generation_bytes_are_one_orjson_document(count: int) -> None:
     ]
     body = gen.encode(top, rows)
     assert body == orjson.dumps([top, [[f, d] for f, d in rows]])
+    assert gen.decode(body) == (top, rows)
+
+
+_DESTS = st.sets(
+    st.builds(
+        lambda n, f: f"images/{n:010d}/{f}",
+        st.integers(0, 12),
+        st.sampled_from(["a.tgz", "b.tgz", "c d.tgz"]),
+    ),
+    max_size=30,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_DESTS, _DESTS)
+def test_name_changes_are_the_difference_of_the_name_sets(now: set[str], before: set[str]) -> None:
+    """The names a generation adds and removes, found from the dests that differ, are exactly
+    the difference of the two whole name sets (a name moved to another file is neither)."""
+    assert gen.name_changes(now, before) == (
+        tuple(sorted(gen.names_of(now) - gen.names_of(before))),
+        tuple(sorted(gen.names_of(before) - gen.names_of(now))),
+    )
+
+
+def test_generation_chunk_with_a_huge_integer_still_decodes() -> None:
+    """A slice orjson refuses (an integer beyond 64 bits) is written by the standard library:
+    the stream is still one document, and encoding it again gives the same bytes."""
+    rows: list[gen.Row] = [
+        ({"name": f"{i:010d}", "n": i}, f"images/{i:010d}/f") for i in range(1500)
+    ]
+    rows[1200] = ({"name": "0000001200", "n": 2**70}, "images/0000001200/f")
+    top = {"version": "v", "images": []}
+    body = gen.encode(top, rows)
+    assert b"".join(gen.encode_chunks(top, rows)) == body
     assert gen.decode(body) == (top, rows)
 
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Collection, Iterable, Mapping, Sequence
+import hashlib
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +43,8 @@ class History:
     upstream: str
     _index: list[dict[str, Any]] | None = field(default=None, repr=False)
     _dests: dict[int, AbstractSet[str]] = field(default_factory=dict, repr=False)
-    """Dests of generations read or written by this object (100k lines each: read once)."""
+    """Dests of the generation this object wrote (the others are read when asked: five kept
+    sets of 100k dests would hold 60 MB)."""
 
     @property
     def folder(self) -> Path:
@@ -93,51 +95,65 @@ class History:
 
     def dests(self, number: int) -> AbstractSet[str]:
         found = self._dests.get(number)
-        if found is None:
-            try:
-                text = self.path(number, "dests").read_text("utf-8")
-            except OSError:
-                return set()
-            found = self._dests[number] = set(text.split("\n")) - {""}
-        return found
+        return found if found is not None else set(self.iter_dests(number))
+
+    def iter_dests(self, number: int) -> Iterator[str]:
+        """Generation `number`'s dests, one at a time (none when its file is gone)."""
+        found = self._dests.get(number)
+        if found is not None:
+            yield from found
+            return
+        try:
+            with self.path(number, "dests").open(encoding="utf-8", newline="\n") as lines:
+                for line in lines:
+                    if dest := line.rstrip("\n"):
+                        yield dest
+        except OSError:
+            return
 
     # -- writing ----------------------------------------------------------------------------
     def add(
         self,
-        body: bytes,
+        chunks: Iterable[bytes],
         rows: Sequence[gen.Row],
         *,
         live: int | None,
         published: float,
         keep: int,
     ) -> NewGeneration:
-        """Store a changed catalog as the next generation (or find it among the kept ones),
-        durably, before it is published; prune what `keep` no longer covers."""
-        sha = gen.digest(body)
-        same = next((g for g in self.index() if g.get("sha") == sha), None)
-        if same is not None:  # back to a kept generation: no new number, no hook
-            return NewGeneration(int(same["generation"]), new=False)
-        before = self.dests(live) if live is not None else set()
-        ordered = gen.dests_of(rows)
-        dests = set(ordered)
-        now, then = gen.names_of(dests), gen.names_of(before)
-        added, removed = tuple(sorted(now - then)), tuple(sorted(then - now))
+        """Store a catalog as the next generation, or find it among the kept ones (then no new
+        number); a new one is durable before it is published, and `keep` is applied.
+
+        `chunks` (core.history.encode_chunks) are written as they come and hashed on the way:
+        the stored form of a large catalog is never held whole."""
         number = max(self.numbers(), default=0) + 1
         try:
             self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
             raise storage_error(exc, self.folder, "creating") from None
         # Three writes, one flush (syncfs) for all of them: durable before the catalog changes.
+        # Until the index names it, <number>.catalog is nobody's: a kept twin just removes it.
         write = functools.partial(self.mirror.write_atomic, mode=0o600, durable=False)
-        write(self.path(number, "catalog"), body)
-        write(self.path(number, "dests"), "".join(f"{d}\n" for d in ordered).encode())
+        sha = hashlib.sha256()
+        write(self.path(number, "catalog"), _hashed(chunks, sha))
+        same = next((g for g in self.index() if g.get("sha") == sha.hexdigest()), None)
+        if same is not None:
+            with contextlib.suppress(OSError):
+                self.path(number, "catalog").unlink()
+            return NewGeneration(int(same["generation"]), new=False)
+        before = self.dests(live) if live is not None else set()
+        ordered = gen.dests_of(rows)
+        dests = set(ordered)
+        added, removed = gen.name_changes(dests, before)
+        del before
+        write(self.path(number, "dests"), _lines(ordered))
         entry = {
             "generation": number,
             "published": published,
             "images": len(rows),
             "added": len(added),
             "removed": len(removed),
-            "sha": sha,
+            "sha": sha.hexdigest(),
         }
         self._save([*self.index(), entry], durable=False)
         try:
@@ -170,6 +186,18 @@ class History:
         self._index = items
 
 
+def _lines(items: Sequence[str]) -> Iterator[bytes]:
+    """One item a line, a thousand lines a chunk (a 100k-line file is never built whole)."""
+    for start in range(0, len(items), 1000):
+        yield "".join(f"{item}\n" for item in items[start : start + 1000]).encode()
+
+
+def _hashed(chunks: Iterable[bytes], sha: Any) -> Iterator[bytes]:
+    for chunk in chunks:
+        sha.update(chunk)
+        yield chunk
+
+
 def extra_refs(history: History, referenced: Iterable[str]) -> list[str]:
     """Dests kept generations point to beyond `referenced` (what the files state publishes):
     the garbage collector keeps these too. Small: only what changed across the kept ones (so
@@ -177,7 +205,7 @@ def extra_refs(history: History, referenced: Iterable[str]) -> list[str]:
     refs = referenced if isinstance(referenced, AbstractSet) else set(referenced)
     extra: set[str] = set()
     for number in history.numbers():
-        extra.update(d for d in history.dests(number) if d not in refs)
+        extra.update(d for d in history.iter_dests(number) if d not in refs)
     return sorted(extra)
 
 
@@ -219,15 +247,18 @@ class Publisher:
             self.images = len(rows)
             return top, gen.render(rows, public_base, encode_plus=encode_plus)
         rows = gen.generation_rows(plan, ready, outcome)
-        body = gen.encode(plan.top, rows)
         live = self.meta.get("generation")
         live = live if isinstance(live, int) else None
-        record = self.history.record(live) if live is not None else None
-        if record is None or record.get("sha") != gen.digest(body):
-            self.made = self.history.add(
-                body, rows, live=live if record else None, published=now, keep=self.keep
-            )
-            self.meta["generation"] = self.made.number
+        made = self.history.add(
+            gen.encode_chunks(plan.top, rows),
+            rows,
+            live=live if live is not None and self.history.record(live) else None,
+            published=now,
+            keep=self.keep,
+        )
+        if made.new or made.number != live:  # unchanged from the live one: nothing was made
+            self.made = made
+            self.meta["generation"] = made.number
         self.images = len(outcome.images)
         return plan.top, outcome.images
 
