@@ -118,6 +118,8 @@ def test_verified_at_same_dest_is_reused() -> None:
     assert step.action is Action.REUSE
     assert step.previous_url == f"images/{N1}/x.tgz"
     assert plan.downloads() == {}
+    # the relative url published before is the dest: the step holds that one string (memory)
+    assert step.dest is step.previous_url
 
 
 @pytest.mark.parametrize(

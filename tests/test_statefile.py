@@ -56,3 +56,19 @@ def test_a_layout_lookalike_that_is_not_json_is_refused() -> None:
         loads_chunked(good.replace(b'"images/0000000001', b"images/0000000001", 1))
     with pytest.raises(ValueError):
         loads_chunked(good[:-3])  # cut off
+
+
+def test_a_relative_url_and_its_dest_are_one_string_once_loaded() -> None:
+    """Read back, a published pair whose url is its dest holds one string for both (a 100k
+    mirror's state is 8 MB smaller in memory); a pair that differs keeps both."""
+    from eumirror.storage.fs import Files
+
+    doc = loads_chunked(
+        dumped(state(3) | {"published": {"u1": ["a", "a"], "u2": ["http://x/a", "a"]}})
+    )
+    files = Files.from_doc(doc)
+    assert files.trusted
+    same, other = files.published["u1"], files.published["u2"]
+    assert same == ["a", "a"] and same[0] is same[1]
+    assert other == ["http://x/a", "a"]
+    assert not Files.from_doc(doc | {"published": {"u": ["a", 1]}}).trusted

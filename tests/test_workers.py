@@ -72,3 +72,36 @@ async def test_a_submitted_job_runs_to_its_end_when_its_waiter_is_cancelled() ->
     assert not future.done()
     release.set()
     assert await future == "done"
+
+
+async def test_the_inventory_goes_once_every_run_is_through_with_it() -> None:
+    """Built once for the runs that offered their files; kept while one of them may still
+    need it (for links), let go when the last one is through (17 MB for 100k files)."""
+    from pathlib import Path
+    from typing import Any, cast
+
+    from eumirror.core.config import Config
+    from eumirror.engine.context import RunContext
+
+    offered: list[str] = []
+
+    def source(name: str) -> Any:
+        async def offer() -> tuple[str, dict[str, list[Any]]]:
+            offered.append(name)
+            return name, {"images/0000000001/a.tgz": ["0000000001", 1, 1, "m"]}
+
+        return offer
+
+    unused = cast(Any, None)
+    config = Config(path=Path("eumirror.toml"), root=Path("mirror"))
+    ctx = RunContext(config, unused, unused, unused, unused)
+    ctx.offer_verified(source("a"))
+    ctx.offer_verified(source("b"))
+    first = await ctx.inventory()
+    assert first.find("0000000001") == ["a/images/0000000001/a.tgz", "b/images/0000000001/a.tgz"]
+    ctx.through_with_inventory()
+    assert await ctx.inventory() is first  # one run may still link from it
+    ctx.through_with_inventory()
+    assert offered == ["a", "b"]
+    again = await ctx.inventory()  # gone: asked again (never, in a run), it is built afresh
+    assert again is not first and offered == ["a", "b", "a", "b"]

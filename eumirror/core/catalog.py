@@ -66,14 +66,24 @@ def _no_constant(text: str) -> Any:
     raise ValueError(f"{text} is not valid JSON")
 
 
-def loads_strict(data: bytes | bytearray, *, what: str = "catalog") -> Any:
-    """Decode UTF-8 JSON, refusing what Python's json would quietly accept."""
+def decode_strict(
+    data: bytes | bytearray, *, what: str = "catalog", max_bytes: int | None = None
+) -> str:
+    """The document's text: UTF-8 without a byte order mark, at most `max_bytes`."""
+    if max_bytes is not None and len(data) > max_bytes:
+        raise CatalogError(f"{what} is larger than {max_bytes} bytes")
     if data.startswith(UTF8_BOM):
         raise CatalogError(f"{what} starts with a UTF-8 byte order mark")
     try:
-        text = data.decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise CatalogError(f"{what} is not UTF-8 (byte {exc.start})") from None
+
+
+def loads_strict(data: bytes | bytearray | str, *, what: str = "catalog") -> Any:
+    """Decode UTF-8 JSON (or parse text `decode_strict` gave), refusing what Python's json
+    would quietly accept."""
+    text = data if isinstance(data, str) else decode_strict(data, what=what)
     try:
         return json.loads(
             text,
@@ -88,12 +98,15 @@ def loads_strict(data: bytes | bytearray, *, what: str = "catalog") -> Any:
 
 
 def parse_catalog(
-    data: bytes | bytearray, *, max_bytes: int | None = None, strict_names: bool = True
+    data: bytes | bytearray | str, *, max_bytes: int | None = None, strict_names: bool = True
 ) -> Catalog:
-    """Parse a catalog document; with `strict_names=False` names may be missing (the publisher)."""
-    if max_bytes is not None and len(data) > max_bytes:
-        raise CatalogError(f"catalog is larger than {max_bytes} bytes")
-    doc = loads_strict(data)
+    """Parse a catalog document (its bytes, or the text `decode_strict` gave: the caller can
+    then let the bytes go before the objects are built); with `strict_names=False` names may
+    be missing (the publisher)."""
+    if isinstance(data, str):
+        doc = loads_strict(data)
+    else:
+        doc = loads_strict(decode_strict(data, max_bytes=max_bytes))
     if not isinstance(doc, dict):
         raise CatalogError("catalog is not a JSON object")
     if not isinstance(doc.get("version"), str):

@@ -11,7 +11,7 @@ from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, overload
 
-from .catalog import Catalog
+from .catalog import Catalog, Image
 from .errors import EumirrorError
 from .filters import Filters
 from .policy import Source, dest_to_url, image_dest, resolve_image_url
@@ -122,7 +122,7 @@ def make_plan(
             source_url=source_url,
             previous_url=previous.get(source_url, ""),
         )
-    claimed: dict[str, tuple[str, int]] = {}  # source url -> (name, index) of its first entry
+    claimed: dict[str, Image] = {}  # source url -> its first entry (no tuple a url: 8 MB)
     scheduled: dict[str, str] = {}  # name -> root-relative dest of the step that fetches it
     verified_paths = inventory.paths
     previous_url_of = previous.get
@@ -144,14 +144,16 @@ def make_plan(
         seen_urls.add(source_url)
         first = claimed.get(source_url)
         if first is None:
-            claimed[source_url] = (name, index)
-        elif first[0] != name:
-            reason = f"url also listed by image #{first[1]} with name {first[0]}"
+            claimed[source_url] = image
+        elif first.name != name:
+            reason = f"url also listed by image #{first.index} with name {first.name}"
             steps[index] = Step(
                 index, Action.FAIL, reason, fields, name, source_url, previous_url=prior
             )
             continue
         dest = image_dest(name, source_url)
+        if dest == prior:  # a relative url published before is its dest: keep that one string
+            dest = prior
         rooted = f"{upstream}/{dest}"
         have = verified_paths.get(name)
         link_from = ""

@@ -50,6 +50,7 @@ class RunContext:
         """Downloads being opened or sealed around the transfers."""
         self._inventory: asyncio.Future[Inventory] | None = None
         self._sources: list[Callable[[], Awaitable[tuple[str, dict[str, list[Any]]] | None]]] = []
+        self._through = 0
 
     def offer_verified(
         self, source: Callable[[], Awaitable[tuple[str, dict[str, list[Any]]] | None]]
@@ -62,6 +63,13 @@ class RunContext:
         if self._inventory is None:
             self._inventory = asyncio.ensure_future(self._build_inventory())
         return await asyncio.shield(self._inventory)
+
+    def through_with_inventory(self) -> None:
+        """An upstream run needs the inventory no more (call once a run); once no run does, it
+        goes: a 100k-file mirror's is 17 MB, held through every publish otherwise."""
+        self._through += 1
+        if self._through >= len(self._sources):
+            self._inventory = None
 
     async def _build_inventory(self) -> Inventory:
         from .inventory import build_inventory

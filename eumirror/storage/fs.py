@@ -496,10 +496,15 @@ class Files:
             return cls(trusted=False)
         # Records are checked one by one where they are used (the inventory's stat check);
         # the published map must hold [url, dest] string pairs, cheap to confirm in bulk.
-        if not all(
-            type(v) is list and len(v) == 2 and type(v[0]) is str and type(v[1]) is str
-            for v in published.values()
-        ) or not all(isinstance(v, int | float) for v in removed.values()):
+        for pair in published.values():
+            if not (type(pair) is list and len(pair) == 2):
+                return cls(trusted=False)
+            url, dest = pair
+            if not (type(url) is str and type(dest) is str):
+                return cls(trusted=False)
+            if url == dest:  # a relative url is its dest: one string for both, as when built
+                pair[0] = dest
+        if not all(isinstance(v, int | float) for v in removed.values()):
             return cls(trusted=False)
         return cls(files, published, removed)
 
