@@ -104,23 +104,28 @@ def make_plan(
 ) -> Plan:
     """`previous` maps source urls to the urls published for them last time; `filters` leave
     images out before anything is decided for them (unset: no per-image cost)."""
-    steps: dict[int, Step] = {}
-    seen_urls: set[str] = set()
+    # Steps in catalog order (malformed entries merged in by index at the end); the urls seen
+    # are `claimed`'s keys plus `other_urls`: no second 100k set, no 100k-entry index dict.
+    steps: list[Step] = []
+    malformed: list[Step] = []
+    other_urls: set[str] = set()  # urls of malformed and filtered entries
     dropped_by = filters.dropped_by if filters else None
     filtered: dict[int, Filtered] = {}
     for bad in catalog.bad:
         source_url = _resolve_quietly(source, bad.fields)
-        seen_urls.add(source_url)
+        other_urls.add(source_url)
         if dropped_by is not None and (rule := dropped_by(bad.fields)):
             filtered[bad.index] = Filtered(bad.index, "", source_url, rule)
             continue
-        steps[bad.index] = Step(
-            bad.index,
-            Action.FAIL,
-            bad.reason,
-            bad.fields,
-            source_url=source_url,
-            previous_url=previous.get(source_url, ""),
+        malformed.append(
+            Step(
+                bad.index,
+                Action.FAIL,
+                bad.reason,
+                bad.fields,
+                source_url=source_url,
+                previous_url=previous.get(source_url, ""),
+            )
         )
     claimed: dict[str, Image] = {}  # source url -> its first entry (no tuple a url: 8 MB)
     scheduled: dict[str, str] = {}  # name -> root-relative dest of the step that fetches it
@@ -132,23 +137,22 @@ def make_plan(
         index, name, fields = image.index, image.name, image.fields
         if dropped_by is not None and (rule := dropped_by(fields)):
             source_url = _resolve_quietly(source, fields)
-            seen_urls.add(source_url)
+            other_urls.add(source_url)
             filtered[index] = Filtered(index, name, source_url, rule)
             continue
         try:
             source_url = resolve_image_url(source, image.url)
         except EumirrorError as exc:
-            steps[index] = Step(index, Action.FAIL, exc.message, fields)
+            steps.append(Step(index, Action.FAIL, exc.message, fields))
             continue
         prior = previous_url_of(source_url, "")
-        seen_urls.add(source_url)
         first = claimed.get(source_url)
         if first is None:
             claimed[source_url] = image
         elif first.name != name:
             reason = f"url also listed by image #{first.index} with name {first.name}"
-            steps[index] = Step(
-                index, Action.FAIL, reason, fields, name, source_url, previous_url=prior
+            steps.append(
+                Step(index, Action.FAIL, reason, fields, name, source_url, previous_url=prior)
             )
             continue
         dest = image_dest(name, source_url)
@@ -169,11 +173,13 @@ def make_plan(
             action, reason = download, "listed twice"
         else:
             action, reason, link_from = link, "same name as another image", scheduled[name]
-        steps[index] = Step(index, action, reason, fields, name, source_url, dest, link_from, prior)
+        steps.append(Step(index, action, reason, fields, name, source_url, dest, link_from, prior))
+    if malformed:
+        steps = sorted(malformed + steps, key=lambda step: step.index)
     _keep_previous_once(steps)
-    seen_urls.discard("")
-    dropped = tuple(url for url in previous if url not in seen_urls)
-    ordered = tuple(steps.values()) if not catalog.bad else tuple(steps[i] for i in sorted(steps))
+    other_urls.discard("")
+    dropped = tuple(url for url in previous if url not in claimed and url not in other_urls)
+    ordered = tuple(steps)
     if not filtered:
         return Plan(upstream, catalog.top, ordered, dropped, len(previous))
     kept_urls = {s.source_url for s in ordered}
@@ -189,18 +195,18 @@ def make_plan(
     )
 
 
-def _keep_previous_once(steps: dict[int, Step]) -> None:
-    """A previous entry is kept at most once, and never by a failed twin of a working entry."""
-    if not any(s.action is Action.FAIL and s.previous_url for s in steps.values()):
+def _keep_previous_once(steps: list[Step]) -> None:
+    """A previous entry is kept at most once, and never by a failed twin of a working entry.
+    `steps` is in catalog order; a step that may not keep it is replaced in place."""
+    if not any(s.action is Action.FAIL and s.previous_url for s in steps):
         return
-    working = {s.source_url for s in steps.values() if s.action is not Action.FAIL}
+    working = {s.source_url for s in steps if s.action is not Action.FAIL}
     taken: set[str] = set()
-    for index in sorted(steps):
-        step = steps[index]
+    for position, step in enumerate(steps):
         if step.action is not Action.FAIL or not step.previous_url:
             continue
         if step.source_url in working or step.previous_url in taken:
-            steps[index] = replace(step, previous_url="")
+            steps[position] = replace(step, previous_url="")
         else:
             taken.add(step.previous_url)
 
