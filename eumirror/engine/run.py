@@ -105,8 +105,8 @@ class UpstreamRun:
         self._needs_inventory = True
         self.body_sha = ""
         self.body: bytes | bytearray | None = None
-        """The upstream catalog's bytes while a rebuild needs them: let go once planned (a
-        100k-image catalog is 37 MB that nothing reads after the plan and its copy)."""
+        """The upstream catalog's bytes until handed to the planning thread, which lets them
+        go once decoded (37 MB for 100k images that nothing reads after that and the copy)."""
         self.publish_pending = False
         """A catalog was published: the files state is saved (and the dirty mark cleared) in
         `finish`, after the clean-up, once."""
@@ -326,10 +326,15 @@ class UpstreamRun:
         saved with the state, vouches for it) is written meanwhile: I/O beside CPU work. Both
         threads end before this returns, whichever fails (a task group would cancel the other
         task but not its thread, which would then outlive the run)."""
-        planning = self.in_thread(self._plan, inventory)
+        body, self.body = self.body, None
+        assert body is not None
+        held = [body]  # handed over: the planning thread takes the bytes out once decoded
+        planning = self.in_thread(self._plan, held, inventory)
         if not keep_copy:
+            del body
             return await planning
-        copying = self.in_thread(self.mirror.save_upstream_copy, self.name, self.body)
+        copying = self.in_thread(self.mirror.save_upstream_copy, self.name, body)
+        del body
         plan, copied = await asyncio.gather(planning, copying, return_exceptions=True)
         for outcome in (plan, copied):
             if isinstance(outcome, BaseException):
@@ -353,11 +358,10 @@ class UpstreamRun:
             catalog=self.store.where(self.name, "catalog"),
         )
 
-    def _plan(self, inventory: Any) -> Plan:
-        """Parses `self.body` and lets it go: its 37 MB (100k images) are not held while the
-        objects are built (the upstream's copy, if being written, holds its own reference)."""
-        body, self.body = self.body, None
-        assert body is not None
+    def _plan(self, held: list[bytes | bytearray], inventory: Any) -> Plan:
+        """Parses the bytes `held` hands over and lets them go: 37 MB (100k images) not held
+        while the objects are built (the upstream's copy, if being written, has its own)."""
+        body = held.pop()
         text = decode_strict(body, max_bytes=self.ctx.config.limits.catalog_max_bytes)
         del body  # before its objects are built: the peak of a large catalog's parse
         with paused_gc():
