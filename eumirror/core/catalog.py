@@ -100,13 +100,10 @@ def loads_strict(data: bytes | bytearray | str, *, what: str = "catalog") -> Any
 def parse_catalog(
     data: bytes | bytearray | str, *, max_bytes: int | None = None, strict_names: bool = True
 ) -> Catalog:
-    """Parse a catalog document (its bytes, or the text `decode_strict` gave: the caller can
-    then let the bytes go before the objects are built); with `strict_names=False` names may
-    be missing (the publisher)."""
-    if isinstance(data, str):
-        doc = loads_strict(data)
-    else:
-        doc = loads_strict(decode_strict(data, max_bytes=max_bytes))
+    """Parse a catalog document: its bytes (at most `max_bytes`), or the text `decode_strict`
+    gave (the caller can then let the bytes go before the objects are built). With
+    `strict_names=False` names may be missing (the publisher)."""
+    doc = loads_strict(data if isinstance(data, str) else decode_strict(data, max_bytes=max_bytes))
     if not isinstance(doc, dict):
         raise CatalogError("catalog is not a JSON object")
     if not isinstance(doc.get("version"), str):

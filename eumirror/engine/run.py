@@ -104,9 +104,6 @@ class UpstreamRun:
         self.meta_read = False
         self._needs_inventory = True
         self.body_sha = ""
-        self.body: bytes | bytearray | None = None
-        """The upstream catalog's bytes until handed to the planning thread, which lets them
-        go once decoded (37 MB for 100k images that nothing reads after that and the copy)."""
         self.publish_pending = False
         """A catalog was published: the files state is saved (and the dirty mark cleared) in
         `finish`, after the clean-up, once."""
@@ -184,20 +181,24 @@ class UpstreamRun:
         if not reason:
             self._unchanged()
             return
-        self.body = fetched.body
-        if self.body is None:
-            self.body = await self.in_thread(self._upstream_copy)
-            if self.body is None:  # the copy is gone or altered: fetch the catalog whole
+        body = fetched.body
+        if body is None:
+            body = await self.in_thread(self._upstream_copy)
+            if body is None:  # the copy is gone or altered: fetch the catalog whole
                 fetched = await self._fetch_catalog(Validators())
-                self.body = fetched.body
-                assert self.body is not None
-                self.body_sha = await self.in_thread(_sha256, self.body)
+                body = fetched.body
+                assert body is not None
+                self.body_sha = await self.in_thread(_sha256, body)
         fresh = fetched.body is not None
-        fetched = dataclasses.replace(fetched, body=None)  # self.body is the one reference
+        # From here `held` is the bytes' one reference: the planning thread empties it once
+        # they are decoded (37 MB for 100k images that nothing reads after that and the copy).
+        held = [body]
+        del body
+        fetched = dataclasses.replace(fetched, body=None)
         self.report.reason = reason
         self.bound.info("rebuilding", reason=reason)
         await self.in_thread(lambda: loaded.files)  # a rebuild needs the state parsed
-        await self._rebuild(fetched, fingerprint, fresh=fresh)
+        await self._rebuild(held, fetched, fingerprint, fresh=fresh)
 
     async def _fetch_catalog(self, known: Validators) -> CatalogFetch:
         return await self.ctx.fetcher.fetch_catalog(self.up.source, known, trust=self.up.trust)
@@ -266,11 +267,13 @@ class UpstreamRun:
         self.body_sha = str(self.meta["upstream_sha"])
         return body
 
-    async def _rebuild(self, fetched: CatalogFetch, fingerprint: str, *, fresh: bool) -> None:
-        """`fetched`: the catalog's validators (its bytes are `self.body`, until planned)."""
+    async def _rebuild(
+        self, held: list[bytes | bytearray], fetched: CatalogFetch, fingerprint: str, *, fresh: bool
+    ) -> None:
+        """`held`: the catalog's bytes, until planned; `fetched`: its validators."""
         ctx, report = self.ctx, self.report
         inventory = await ctx.inventory()
-        plan = await self._plan_keeping_copy(inventory, fresh and not ctx.dry_run)
+        plan = await self._plan_keeping_copy(held, inventory, fresh and not ctx.dry_run)
         report.dropped = len(plan.dropped)
         report.filtered = len(plan.filtered)
         refusal = "" if ctx.allow_shrink else shrink_refusal(plan, ctx.config.limits.max_shrink)
@@ -321,20 +324,19 @@ class UpstreamRun:
         if generation is not None and generation.new and self.up.on_publish:
             report.hook_env = await self.in_thread(self._prepare_hook, generation)
 
-    async def _plan_keeping_copy(self, inventory: Any, keep_copy: bool) -> Plan:
+    async def _plan_keeping_copy(
+        self, held: list[bytes | bytearray], inventory: Any, keep_copy: bool
+    ) -> Plan:
         """The plan; with `keep_copy`, the upstream's copy (for re-planning on a 304; its digest,
         saved with the state, vouches for it) is written meanwhile: I/O beside CPU work. Both
         threads end before this returns, whichever fails (a task group would cancel the other
         task but not its thread, which would then outlive the run)."""
-        body, self.body = self.body, None
-        assert body is not None
-        held = [body]  # handed over: the planning thread takes the bytes out once decoded
+        copying = None
+        if keep_copy:  # made before planning starts, while `held` still holds the bytes
+            copying = self.in_thread(self.mirror.save_upstream_copy, self.name, held[0])
         planning = self.in_thread(self._plan, held, inventory)
-        if not keep_copy:
-            del body
+        if copying is None:
             return await planning
-        copying = self.in_thread(self.mirror.save_upstream_copy, self.name, body)
-        del body
         plan, copied = await asyncio.gather(planning, copying, return_exceptions=True)
         for outcome in (plan, copied):
             if isinstance(outcome, BaseException):
